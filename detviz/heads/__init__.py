@@ -1,0 +1,1 @@
+"""Detection heads: dense (GFL) heads with their targets and losses."""

@@ -1,0 +1,1 @@
+"""Whole detectors composed from detviz parts."""
