@@ -11,10 +11,22 @@ Conventions used in every module:
   concatenated from the finest stride to the coarsest.
 * Class labels are ``0 .. C-1``; the background label of dense heads is ``C``.
 
-Submodules: boxes, anchors, assigners, losses, heads, models, viz, fixtures.
+Submodules: boxes, anchors, assigners, losses, transforms, fixtures (imported with
+the package); heads, models and viz (matplotlib) load on first use, e.g.
+``detviz.viz.draw_boxes(ax, boxes)``.
 """
-from detviz import anchors, assigners, boxes, losses
+import importlib
+
+from detviz import anchors, assigners, boxes, fixtures, losses, transforms
 
 __version__ = "0.1.0"
 
-__all__ = ["anchors", "assigners", "boxes", "fixtures", "losses", "__version__"]
+_LAZY = ("heads", "models", "viz")
+
+__all__ = ["anchors", "assigners", "boxes", "fixtures", "losses", "transforms", *_LAZY, "__version__"]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return importlib.import_module(f"detviz.{name}")
+    raise AttributeError(f"module 'detviz' has no attribute {name!r}")

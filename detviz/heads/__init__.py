@@ -1,1 +1,5 @@
-"""Detection heads: dense (GFL) heads with their targets and losses."""
+"""Detection heads with their targets and losses."""
+from detviz.heads.gfl import GFLHead, gfl_loss, loss_single
+from detviz.heads.gfl_targets import gfl_targets, gfl_targets_single
+
+__all__ = ["GFLHead", "gfl_loss", "loss_single", "gfl_targets", "gfl_targets_single"]
