@@ -8,6 +8,10 @@ Results use 0-based gt indices and named sentinels. mmdetection and NanoDet stor
 ``assigned_gt_inds`` 1-based with 0 for negatives and -1 for ignored priors; the
 conversion is ``assigned_gt_inds = gt_inds + 1`` for positives (see the ATSS
 walkthrough notebook).
+
+:class:`Matcher` (end of this file) is the IoU-threshold matcher of torchvision's
+Faster R-CNN (RPN and RoI heads), with its own sentinels ``BELOW_LOW_THRESHOLD`` and
+``BETWEEN_THRESHOLDS``.
 """
 from __future__ import annotations
 
@@ -19,9 +23,10 @@ from torch import Tensor
 
 from detviz._validate import check_boxes, check_labels
 from detviz.anchors import grid_cells_to_centers, level_slices
-from detviz.boxes import box_area, box_iou
+from detviz.boxes import box_iof, box_iou
 
-__all__ = ["NEGATIVE", "IGNORE", "AssignResult", "ATSSSteps", "ATSSAssigner"]
+__all__ = ["NEGATIVE", "IGNORE", "AssignResult", "ATSSSteps", "ATSSAssigner",
+           "BELOW_LOW_THRESHOLD", "BETWEEN_THRESHOLDS", "MatchSteps", "Matcher"]
 
 NEGATIVE = -1  # prior assigned to background
 IGNORE = -2  # prior excluded from the classification loss (overlaps an ignore region)
@@ -93,15 +98,16 @@ class ATSSSteps(NamedTuple):
 
 def _mean_and_unbiased_std(candidate_overlaps: Tensor) -> tuple[Tensor, Tensor]:
     """Column statistics of [K*L, M] candidate IoUs; std divides by (n - 1) like
-    ``torch.std``'s default, which NanoDet and the official ATSS code use. With fewer
-    than two candidates (or no gt) there is no spread: std is 0 rather than NaN."""
+    ``torch.std``'s default, which NanoDet and the official ATSS code use. A single
+    candidate has an undefined (NaN) std there, so its threshold is NaN and it never
+    becomes positive; that is kept. Without candidates or gts both are empty/zero."""
     num_candidates, num_gts = candidate_overlaps.shape
     if num_candidates == 0 or num_gts == 0:
         zeros = candidate_overlaps.new_zeros(num_gts)
         return zeros, zeros.clone()
     mean = candidate_overlaps.mean(0)
     if num_candidates == 1:
-        return mean, torch.zeros_like(mean)
+        return mean, torch.full_like(mean, float("nan"))
     return mean, candidate_overlaps.std(0)
 
 
@@ -169,7 +175,8 @@ class ATSSAssigner:
         distances = (prior_centers[:, None, :] - gt_centers[None, :, :]).pow(2).sum(-1).sqrt()  # [N, M]
 
         gt_inds = torch.full((num_bboxes,), NEGATIVE, dtype=torch.long, device=bboxes.device)
-        ignored = self._ignored_priors(bboxes, gt_bboxes_ignore)  # [N] bool
+        # NanoDet returns "all negative" for an image without gts before looking at ignore regions
+        ignored = self._ignored_priors(bboxes, gt_bboxes_ignore) if num_gts > 0 else None  # [N] bool
         if ignored is not None:
             distances = distances.clone()
             distances[ignored, :] = _INF
@@ -231,21 +238,126 @@ class ATSSAssigner:
     def _ignored_priors(self, bboxes: Tensor, gt_bboxes_ignore: Tensor | None) -> Tensor | None:
         if self.ignore_iof_thr <= 0 or gt_bboxes_ignore is None or gt_bboxes_ignore.numel() == 0:
             return None
-        top_left = torch.max(bboxes[:, None, :2], gt_bboxes_ignore[None, :, :2])
-        bottom_right = torch.min(bboxes[:, None, 2:], gt_bboxes_ignore[None, :, 2:])
-        inter = (bottom_right - top_left).clamp(min=0).prod(dim=-1)  # [N, I]
-        iof = inter / box_area(bboxes).clamp(min=1e-6)[:, None]
-        return iof.max(dim=1).values > self.ignore_iof_thr
+        return box_iof(bboxes, gt_bboxes_ignore).max(dim=1).values > self.ignore_iof_thr  # [N, I] -> [N]
 
     @staticmethod
     def _check_inputs(bboxes, num_level_bboxes, gt_bboxes, gt_bboxes_ignore, gt_labels, num_classes):
-        check_boxes(bboxes, "bboxes")
-        check_boxes(gt_bboxes, "gt_bboxes")
-        if gt_bboxes_ignore is not None:
-            check_boxes(gt_bboxes_ignore, "gt_bboxes_ignore")
+        for boxes, name in ((bboxes, "bboxes"), (gt_bboxes, "gt_bboxes"), (gt_bboxes_ignore, "gt_bboxes_ignore")):
+            if name == "gt_bboxes_ignore" and boxes is None:
+                continue
+            check_boxes(boxes, name)
+            if boxes.dim() != 2:
+                raise ValueError(f"{name} must be Tensor[M, 4] xyxy, got shape {list(boxes.shape)}")
         if any(int(n) != n or n < 0 for n in num_level_bboxes) or sum(num_level_bboxes) != bboxes.shape[0]:
             raise ValueError(
                 f"num_level_bboxes must be non-negative counts summing to the {bboxes.shape[0]} bboxes, "
                 f"got {list(num_level_bboxes)}")
         if gt_labels is not None:
             check_labels(gt_labels, "gt_labels", gt_bboxes.shape[0], num_classes)
+
+
+# --- Faster R-CNN's threshold matcher (torchvision ``_utils.Matcher``) ------------------------
+
+BELOW_LOW_THRESHOLD = -1  # best IoU < low_threshold: background
+BETWEEN_THRESHOLDS = -2  # low_threshold <= best IoU < high_threshold: ignored by the losses
+
+
+class MatchSteps(NamedTuple):
+    """Intermediates of one :class:`Matcher` call, N predictions and M gts.
+
+        matched_vals: [N] best quality of each prediction over the gts.
+        all_matches: [N] int64, the gt giving it (first of equal maxima, ``Tensor.max``).
+        below_low_threshold: [N] bool, matched_vals < low_threshold.
+        between_thresholds: [N] bool, low_threshold <= matched_vals < high_threshold.
+        low_quality: [N] bool, predictions that are some gt's best (ties included);
+            all False unless ``allow_low_quality_matches``.
+        matches: [N] int64, the result: all_matches, overwritten by the sentinels, then
+            restored to all_matches where ``low_quality``.
+    """
+
+    matched_vals: Tensor
+    all_matches: Tensor
+    below_low_threshold: Tensor
+    between_thresholds: Tensor
+    low_quality: Tensor
+    matches: Tensor
+
+
+class Matcher:
+    """Match predictions (anchors, proposals) to gts by a quality matrix such as IoU.
+
+    Equal to ``torchvision.models.detection._utils.Matcher``:
+      1. every prediction takes the gt of highest quality (``all_matches``);
+      2. quality < ``low_threshold`` -> ``BELOW_LOW_THRESHOLD`` (-1), quality in
+         [low, high) -> ``BETWEEN_THRESHOLDS`` (-2), quality >= high keeps the gt;
+      3. with ``allow_low_quality_matches`` (the RPN), each gt's best predictions,
+         ties included, get back their step-1 gt even below the thresholds. Note that
+         this is the prediction's own best gt, which need not be the gt that chose it.
+
+    Args:
+        high_threshold: quality at which a match becomes positive (0.7 RPN, 0.5 RoI).
+        low_threshold: quality below which a prediction is background (0.3 RPN, 0.5 RoI:
+            equal thresholds leave no ignore band).
+        allow_low_quality_matches: step 3 above.
+    """
+
+    BELOW_LOW_THRESHOLD = BELOW_LOW_THRESHOLD  # as attributes too: torchvision's heads read them here
+    BETWEEN_THRESHOLDS = BETWEEN_THRESHOLDS
+
+    def __init__(self, high_threshold: float, low_threshold: float, allow_low_quality_matches: bool = False):
+        if low_threshold > high_threshold:
+            raise ValueError(
+                f"low_threshold must be <= high_threshold, got low={low_threshold} and high={high_threshold}")
+        self.high_threshold = high_threshold
+        self.low_threshold = low_threshold
+        self.allow_low_quality_matches = allow_low_quality_matches
+
+    def __repr__(self) -> str:
+        return (f"Matcher(high_threshold={self.high_threshold}, low_threshold={self.low_threshold}, "
+                f"allow_low_quality_matches={self.allow_low_quality_matches})")
+
+    def __call__(self, match_quality_matrix: Tensor) -> Tensor:
+        """Args: match_quality_matrix Tensor[M, N] (gts x predictions).
+        Returns: Tensor[N] int64, a gt index in [0, M) or a negative sentinel."""
+        return self.match_with_steps(match_quality_matrix).matches
+
+    def match_with_steps(self, match_quality_matrix: Tensor) -> MatchSteps:
+        """Run the matcher and return every intermediate.
+
+        Args:
+            match_quality_matrix: Tensor[M, N] float, quality (e.g. IoU) of every
+                (gt, prediction) pair; M >= 1 and N >= 1 (callers handle images without
+                gts themselves, as torchvision's heads do).
+
+        Returns:
+            :class:`MatchSteps`; ``.matches`` is what ``__call__`` returns.
+        """
+        _check_quality_matrix(match_quality_matrix)
+        matched_vals, all_matches = match_quality_matrix.max(dim=0)  # [N], [N]
+        below = matched_vals < self.low_threshold
+        between = (matched_vals >= self.low_threshold) & (matched_vals < self.high_threshold)
+        matches = torch.where(below, torch.full_like(all_matches, BELOW_LOW_THRESHOLD), all_matches)
+        matches = torch.where(between, torch.full_like(all_matches, BETWEEN_THRESHOLDS), matches)
+
+        low_quality = torch.zeros_like(below)
+        if self.allow_low_quality_matches:
+            best_for_gt = match_quality_matrix.max(dim=1).values  # [M]
+            # A prediction qualifies if it reaches some gt's maximum, ties included.
+            low_quality = (match_quality_matrix == best_for_gt[:, None]).any(dim=0)  # [M, N] -> [N]
+            matches = torch.where(low_quality, all_matches, matches)
+        return MatchSteps(matched_vals, all_matches, below, between, low_quality, matches)
+
+
+def _check_quality_matrix(match_quality_matrix) -> None:
+    if not isinstance(match_quality_matrix, Tensor):
+        raise TypeError(f"match_quality_matrix must be Tensor[M, N] (gts x predictions), "
+                        f"got {type(match_quality_matrix).__name__}")
+    if match_quality_matrix.dim() != 2:
+        raise ValueError(f"match_quality_matrix must be Tensor[M, N] (gts x predictions), "
+                         f"got shape {list(match_quality_matrix.shape)}")
+    if match_quality_matrix.shape[0] == 0:
+        raise ValueError("No ground-truth boxes available for one of the images (match_quality_matrix "
+                         f"has shape {list(match_quality_matrix.shape)}, M = 0); handle empty images before matching")
+    if match_quality_matrix.shape[1] == 0:
+        raise ValueError("No proposal boxes available for one of the images (match_quality_matrix "
+                         f"has shape {list(match_quality_matrix.shape)}, N = 0)")

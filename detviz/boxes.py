@@ -112,6 +112,20 @@ def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     return inter / union
 
 
+def box_iof(boxes1: Tensor, boxes2: Tensor, eps: float = 1e-6) -> Tensor:
+    """Pairwise intersection over the area of the first box ("iof" in mmdetection): how much of
+    each ``boxes1`` lies inside each ``boxes2``; used to ignore priors inside ignore regions.
+
+    Args:
+        boxes1 (Tensor[N, 4]): xyxy. boxes2 (Tensor[M, 4]): xyxy. eps: floor of the area.
+    Returns:
+        Tensor[N, M]: in [0, 1].
+    """
+    b1, b2 = _pairwise_args(boxes1, boxes2)
+    inter, _ = _inter_union(b1, b2)  # [N, M]
+    return inter / _area(b1).clamp(min=eps)
+
+
 def generalized_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     """Pairwise GIoU = IoU - (|C| - |A ∪ B|) / |C|, C the smallest enclosing box (Rezatofighi et al. 2019).
 
@@ -273,7 +287,9 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
         best, rest = remaining[0], remaining[1:]
         keep.append(int(best))
         inter, union = _inter_union(boxes[best], boxes[rest])  # [4] against [R, 4] -> [R]
-        ious = inter / union
+        # IoU in the boxes' dtype, compared with the threshold in double, as torchvision's kernel
+        # does: IoU 30/100 is 0.30000001 in float32, which suppresses at threshold 0.3
+        ious = (inter / union).double()
         remaining = rest[~(ious > iou_threshold)]
     return torch.tensor(keep, dtype=torch.int64, device=boxes.device)
 
@@ -298,7 +314,7 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
         keep_per_class.append(members[nms(boxes[members], scores[members], iou_threshold)])
     if not keep_per_class:
         return torch.empty(0, dtype=torch.int64, device=boxes.device)
-    keep = torch.cat(keep_per_class)
+    keep = torch.cat(keep_per_class).sort().values  # input order first, so equal scores keep it
     return keep[torch.argsort(scores[keep], descending=True, stable=True)]
 
 
@@ -314,8 +330,9 @@ def _check_points(points, distances, points_name: str, distances_name: str, layo
 def distance2bbox(points: Tensor, distance: Tensor, max_shape: tuple[int, int] | None = None) -> Tensor:
     """Decode ltrb distances: ``(px - l, py - t, px + r, py + b)``.
 
-    Invariant: ``distance2bbox(p, bbox2distance(p, b)) == b`` for ``p`` inside ``b`` (and for any
-    ``p`` when ``max_dis`` is None), up to float rounding.
+    Invariant: ``distance2bbox(p, bbox2distance(p, b)) == b`` for ``p`` inside ``b`` when
+    ``max_dis`` is None, and with ``max_dis`` only while every side is closer than
+    ``max_dis - eps`` (farther sides are clamped), up to float rounding.
 
     Args:
         points (Tensor[N, 2]): xy, same units as ``distance`` (pixels, or stride units in the GFL loss).

@@ -30,7 +30,7 @@ def test_nanodet_m_grid_cells_at_320():
     assert_close(all_cells[-3:], torch.tensor([[160.0, 224, 320, 384], [192, 224, 352, 384], [224, 224, 384, 384]]))
 
 
-def test_dtype_and_device_follow_arguments():
+def test_dtype_follows_the_argument():
     cells = grid_cells((1, 1), 8, 5, dtype=torch.float64)
     assert cells.dtype == torch.float64
 

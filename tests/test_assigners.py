@@ -82,11 +82,24 @@ def test_threshold_is_mean_plus_unbiased_std():
     assert steps.result.gt_inds.tolist() == [0, NEGATIVE, NEGATIVE]
 
 
-def test_prior_positive_for_two_gts_keeps_the_higher_iou():
-    priors = torch.tensor([[0.0, 0, 10, 10]])
-    gts = torch.tensor([[0.0, 0, 12, 12], [0, 0, 10, 11], [0, 0, 10, 11]])
-    result = ATSSAssigner(topk=9).assign(priors, [1], gts)
-    assert result.gt_inds.tolist() == [1]  # IoU 100/110 beats 100/144; the tie with gt 2 goes to gt 1
+def test_prior_positive_for_several_gts_keeps_the_higher_iou_and_ties_go_to_the_first():
+    cells = torch.cat(multilevel_grid_cells([(6, 6)], [8], octave_base_scale=1))  # 8 px cells
+    gts = torch.tensor([[0.0, 0, 16, 17], [0, 0, 16, 16], [0, 0, 16, 16]])  # gts 1 and 2 identical
+    steps = ATSSAssigner(topk=9).assign_with_steps(cells, [36], gts)
+    shared = [0, 1, 6, 7]  # the four cells inside all three gts are positive for each of them
+    assert steps.is_pos[:4].all()
+    assert sorted(steps.candidate_idxs[:4, 0].tolist()) == shared
+    # IoU 64/272 with gt 0 loses to 64/256 with gts 1 and 2; the 1-2 tie goes to gt 1
+    assert steps.result.gt_inds[shared].tolist() == [1, 1, 1, 1]
+    assert_close(steps.result.max_overlaps[shared], torch.full((4,), 0.25))
+
+
+def test_a_single_candidate_never_becomes_positive_like_nanodet():
+    # torch.std of one value is NaN (n - 1 = 0), so the threshold is NaN and IoU >= NaN is False
+    steps = ATSSAssigner(topk=9).assign_with_steps(torch.tensor([[0.0, 0, 10, 10]]), [1],
+                                                   torch.tensor([[0.0, 0, 10, 10]]))
+    assert torch.isnan(steps.overlaps_thr).all()
+    assert steps.result.gt_inds.tolist() == [NEGATIVE]
 
 
 def test_steps_are_consistent():
@@ -148,13 +161,16 @@ def test_gt_outside_the_image_gets_no_positive():
 
 
 def test_ignore_regions():
-    priors = torch.tensor([[0.0, 0, 10, 10], [20, 20, 30, 30], [40, 40, 50, 50]])
-    gts = torch.tensor([[0.0, 0, 11, 11]])
-    ignore = torch.tensor([[38.0, 38, 52, 52]])
-    result = ATSSAssigner(topk=1, ignore_iof_thr=0.5).assign(priors, [3], gts, gt_bboxes_ignore=ignore)
-    assert result.gt_inds.tolist() == [0, NEGATIVE, IGNORE]
-    disabled = ATSSAssigner(topk=1).assign(priors, [3], gts, gt_bboxes_ignore=ignore)
-    assert disabled.gt_inds.tolist() == [0, NEGATIVE, NEGATIVE]
+    priors = torch.tensor([[0.0, 0, 10, 10], [10, 0, 20, 10], [40, 0, 50, 10], [60, 0, 70, 10]])
+    gts = torch.tensor([[0.0, 0, 20, 10]])  # covers priors 0 and 1, IoU 0.5 each
+    ignore = torch.tensor([[58.0, -2, 72, 12]])  # contains prior 3
+    result = ATSSAssigner(topk=2, ignore_iof_thr=0.5).assign(priors, [4], gts, gt_bboxes_ignore=ignore)
+    assert result.gt_inds.tolist() == [0, 0, NEGATIVE, IGNORE]
+    disabled = ATSSAssigner(topk=2).assign(priors, [4], gts, gt_bboxes_ignore=ignore)
+    assert disabled.gt_inds.tolist() == [0, 0, NEGATIVE, NEGATIVE]
+    # without gts NanoDet answers "all negative" before it looks at ignore regions
+    empty = ATSSAssigner(topk=2, ignore_iof_thr=0.5).assign(priors, [4], torch.zeros(0, 4), gt_bboxes_ignore=ignore)
+    assert empty.gt_inds.tolist() == [NEGATIVE] * 4
 
 
 def test_inputs_are_not_modified():
@@ -167,6 +183,7 @@ def test_inputs_are_not_modified():
 
 @pytest.mark.parametrize("gts, message", [
     (torch.zeros(3, 5), r"gt_bboxes must be Tensor\[M, 4\] xyxy, got shape \[3, 5\]"),
+    (torch.zeros(2, 3, 4), r"gt_bboxes must be Tensor\[M, 4\] xyxy, got shape \[2, 3, 4\]"),
     (torch.tensor([[10.0, 0, 5, 5]]), r"gt_bboxes must be xyxy with x2 >= x1 and y2 >= y1"),
     (torch.tensor([[0.0, 0, float("nan"), 5]]), "gt_bboxes must be finite"),
 ])

@@ -159,6 +159,31 @@ def test_nms_hand_case_and_degenerate_boxes_match_torchvision():
     assert_close(B.batched_nms(boxes, scores, idxs, 0.5), torch.tensor([0, 1, 2, 3, 4]))
 
 
+def test_iou_at_the_threshold_compares_like_torchvision():
+    # IoU 30/100 is 0.30000001 in float32; torchvision compares it with the threshold in double
+    boxes, scores = torch.tensor([[0.0, 0, 10, 10], [0, 0, 10, 3]]), torch.tensor([0.9, 0.8])
+    assert B.nms(boxes, scores, 0.3).tolist() == tv_ops.nms(boxes, scores, 0.3).tolist() == [0]
+    b64, s64 = boxes.double(), scores.double()
+    assert B.nms(b64, s64, 0.3).tolist() == tv_ops.nms(b64, s64, 0.3).tolist() == [0, 1]
+    idxs = torch.zeros(2, dtype=torch.int64)
+    assert B.batched_nms(boxes, scores, idxs, 0.3).tolist() == tv_ops.batched_nms(boxes, scores, idxs, 0.3).tolist()
+
+
+def test_tied_scores_keep_torchvisions_order():
+    boxes = torch.tensor([[0.0, 0, 10, 10], [50, 50, 60, 60], [0, 0, 10, 10]])
+    scores, idxs = torch.full((3,), 0.5), torch.tensor([1, 0, 0])
+    assert B.batched_nms(boxes, scores, idxs, 0.5).tolist() == tv_ops.batched_nms(boxes, scores, idxs, 0.5).tolist()
+    gen = torch.Generator().manual_seed(0)
+    for trial in range(50):  # integer boxes and scores on a coarse grid: many ties of both kinds
+        xy = torch.randint(0, 40, (30, 2), generator=gen).float()
+        boxes = torch.cat([xy, xy + torch.randint(1, 20, (30, 2), generator=gen)], dim=1)
+        scores = torch.randint(0, 4, (30,), generator=gen).float() / 4
+        idxs = torch.randint(0, 3, (30,), generator=gen)
+        assert B.nms(boxes, scores, 0.5).tolist() == tv_ops.nms(boxes, scores, 0.5).tolist(), trial
+        assert B.batched_nms(boxes, scores, idxs, 0.5).tolist() == \
+            tv_ops.batched_nms(boxes, scores, idxs, 0.5).tolist(), trial
+
+
 def test_nms_empty_input_returns_empty_int64():
     empty_boxes, empty_scores = torch.zeros(0, 4), torch.zeros(0)
     for keep in (B.nms(empty_boxes, empty_scores, 0.5),
@@ -294,3 +319,12 @@ def test_clip_remove_and_coder_reject_bad_input():
         B.distance2bbox(torch.zeros(2, 2), torch.zeros(2, 4), max_shape=(1, 2, 3))
     with pytest.raises(ValueError, match="bbox must be xyxy with x2 >= x1"):
         B.bbox2distance(torch.zeros(2, 2), INVERTED)
+
+
+def test_box_iof_by_hand():
+    priors = torch.tensor([[0.0, 0, 10, 10], [5, 5, 15, 15], [20, 20, 30, 30]])
+    regions = torch.tensor([[0.0, 0, 10, 5]])
+    # prior 0: 50 of its 100 px inside; prior 1: none (the region ends at y = 5); prior 2: none
+    assert_close(B.box_iof(priors, regions), torch.tensor([[0.5], [0.0], [0.0]]))
+    assert_close(B.box_iof(regions, priors), torch.tensor([[1.0, 0.0, 0.0]]))
+    assert B.box_iof(torch.zeros(0, 4), regions).shape == (0, 1)

@@ -5,6 +5,7 @@ from torch.testing import assert_close
 from detviz.boxes import aligned_box_iou
 from detviz.heads.gfl import GFLHead, gfl_loss, loss_single
 from detviz.heads.gfl_targets import gfl_targets
+from detviz.losses import giou_loss
 
 SIZES, STRIDES, REG_MAX, C = [(8, 8), (4, 4)], [8, 16], 7, 3  # a 64x64 input
 
@@ -53,7 +54,7 @@ def test_loss_single_steps():
         assert loss.dim() == 0 and torch.isfinite(loss) and loss > 0
 
 
-def test_perfect_distribution_gives_zero_giou_loss():
+def test_perfect_distribution_decodes_the_box_exactly():
     # One positive whose target distances are whole strides: a peaked distribution on
     # those bins decodes the box exactly.
     centre = torch.tensor([[28.0, 28.0]])  # cell (3, 3) of the stride-8 level
@@ -70,6 +71,8 @@ def test_perfect_distribution_gives_zero_giou_loss():
     assert_close(steps.pos_grid_cell_centers[i] * 8, centre[0])
     assert_close(steps.pos_bbox_pred_corners[i], torch.tensor([2.0, 1.0, 3.0, 2.0]))
     assert_close(steps.score[cell], torch.tensor(1.0))
+    assert_close(giou_loss(steps.pos_decode_bbox_pred[i:i + 1], steps.pos_decode_bbox_targets[i:i + 1]),
+                 torch.zeros(1), atol=1e-6, rtol=0)
 
 
 def test_gfl_loss_one_gt_backward():
@@ -114,3 +117,15 @@ def test_level_without_positives_keeps_the_graph():
     assert_close(steps.loss_bbox, torch.tensor(0.0))
     assert steps.loss_bbox.requires_grad and steps.loss_dfl.requires_grad
     assert steps.loss_qfl > 0
+
+
+def test_levels_and_images_must_line_up():
+    targets = _targets([torch.tensor([[10.0, 14, 42, 50]])], [torch.tensor([2])])
+    cls, reg = _head_outputs()
+    with pytest.raises(ValueError, match="one entry per level, got 2, 2, 1 and 2"):
+        gfl_loss(cls, reg, targets, STRIDES[:1], reg_max=REG_MAX)
+    with pytest.raises(ValueError, match=r"bbox_pred must be Tensor\[B, 4 \* \(reg_max \+ 1\), H, W\] = \[B, 68, H, W\] for reg_max=16"):
+        gfl_loss(cls, reg, targets, STRIDES, reg_max=16)
+    with pytest.raises(ValueError, match="one entry .* per image, got 1 for 2 images"):
+        gfl_targets(SIZES, STRIDES, 5, [torch.zeros(0, 4)] * 2, [torch.zeros(0, dtype=torch.long)] * 2, C,
+                    gt_bboxes_ignore_list=[None])

@@ -15,22 +15,37 @@ import time
 from pathlib import Path
 
 import nbformat
+from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
+from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
+
+
+class _ThisInterpreter(KernelSpecManager):
+    """Every kernel name resolves to this interpreter, as nbval's --nbval-current-env does, so a
+    user-level `python3` kernelspec from another environment can never produce the outputs."""
+
+    def get_kernel_spec(self, kernel_name):
+        return KernelSpec(argv=[sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                          display_name="detviz (this interpreter)", language="python")
 
 
 def execute(path: Path) -> float:
     nb = nbformat.read(path, as_version=4)
     env_backend = os.environ.pop("MPLBACKEND", None)  # an exported Agg backend would drop figure outputs
     start = time.perf_counter()
+    manager = KernelManager(kernel_name="python3", kernel_spec_manager=_ThisInterpreter())
     try:
-        NotebookClient(nb, kernel_name="python3", timeout=1200, record_timing=False,
+        NotebookClient(nb, km=manager, timeout=1200, record_timing=False,
                        resources={"metadata": {"path": str(path.parent)}}).execute()
     finally:
+        if manager.has_kernel:  # a kernel manager passed in is not shut down by the client
+            manager.shutdown_kernel(now=True)
         if env_backend is not None:
             os.environ["MPLBACKEND"] = env_backend
     for cell in nb.cells:
         cell.metadata.pop("execution", None)
     nb.metadata.pop("widgets", None)
+    nb.metadata["language_info"] = {"name": "python"}  # no interpreter version in the stored file
     nbformat.write(nb, path)
     return time.perf_counter() - start
 

@@ -126,12 +126,19 @@ def loss_single(grid_cells: Tensor, cls_score: Tensor, bbox_pred: Tensor, labels
         by the sum of ``weight_sum`` over levels (:func:`gfl_loss` does it).
     """
     num_classes = cls_score.shape[1]
-    grid_cells = grid_cells.reshape(-1, 4)  # [B*N_l, 4]
+    if bbox_pred.dim() != 4 or bbox_pred.shape[1] != 4 * (reg_max + 1):
+        raise ValueError(f"bbox_pred must be Tensor[B, 4 * (reg_max + 1), H, W] = [B, {4 * (reg_max + 1)}, H, W] "
+                         f"for reg_max={reg_max}, got shape {list(bbox_pred.shape)}")
+    grid_cells = grid_cells.reshape(-1, 4)  # [B, N_l, 4] -> [B*N_l, 4]
     cls_score = cls_score.permute(0, 2, 3, 1).reshape(-1, num_classes)  # [B, C, H, W] -> [B*H*W, C]
-    bbox_pred = bbox_pred.permute(0, 2, 3, 1).reshape(-1, 4 * (reg_max + 1))  # -> [B*H*W, 4R]
-    bbox_targets = bbox_targets.reshape(-1, 4)
-    labels = labels.reshape(-1)
-    label_weights = label_weights.reshape(-1)
+    bbox_pred = bbox_pred.permute(0, 2, 3, 1).reshape(-1, 4 * (reg_max + 1))  # [B, 4R, H, W] -> [B*H*W, 4R]
+    bbox_targets = bbox_targets.reshape(-1, 4)  # [B, N_l, 4] -> [B*N_l, 4]
+    labels = labels.reshape(-1)  # [B, N_l] -> [B*N_l]
+    label_weights = label_weights.reshape(-1)  # [B, N_l] -> [B*N_l]
+    if not grid_cells.shape[0] == cls_score.shape[0] == bbox_pred.shape[0] == labels.shape[0]:
+        raise ValueError(f"the level's outputs and targets must cover the same cells: grid_cells "
+                         f"{grid_cells.shape[0]}, cls_score {cls_score.shape[0]}, bbox_pred {bbox_pred.shape[0]}, "
+                         f"labels {labels.shape[0]}")
 
     pos_inds = torch.nonzero((labels >= 0) & (labels < num_classes)).squeeze(1)
     score = label_weights.new_zeros(labels.shape)
@@ -175,6 +182,9 @@ def gfl_loss(cls_scores: Sequence[Tensor], bbox_preds: Sequence[Tensor], targets
     Returns:
         ``{"loss_qfl": ..., "loss_bbox": ..., "loss_dfl": ...}`` scalars.
     """
+    if not len(cls_scores) == len(bbox_preds) == len(strides) == len(targets.labels):
+        raise ValueError(f"cls_scores, bbox_preds, strides and the targets must have one entry per level, got "
+                         f"{len(cls_scores)}, {len(bbox_preds)}, {len(strides)} and {len(targets.labels)}")
     num_total_samples = max(float(targets.num_total_pos), 1.0)
     per_level = [
         loss_single(cells, cls, reg, labels, label_weights, bbox_targets, stride, num_total_samples,

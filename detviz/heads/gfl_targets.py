@@ -114,6 +114,9 @@ def gfl_targets(featmap_sizes: Sequence[Sequence[int]], strides: Sequence[int], 
                          f"{len(gt_bboxes_list)} and {len(gt_labels_list)}")
     if len(gt_bboxes_list) == 0:
         raise ValueError("gt_bboxes_list must hold one Tensor[M, 4] per image, got an empty batch")
+    if gt_bboxes_ignore_list is not None and len(gt_bboxes_ignore_list) != len(gt_bboxes_list):
+        raise ValueError(f"gt_bboxes_ignore_list must have one entry (Tensor[I, 4] or None) per image, got "
+                         f"{len(gt_bboxes_ignore_list)} for {len(gt_bboxes_list)} images")
     assigner = assigner if assigner is not None else ATSSAssigner(topk=9)
     ignores = gt_bboxes_ignore_list if gt_bboxes_ignore_list is not None else [None] * len(gt_bboxes_list)
     device = gt_bboxes_list[0].device

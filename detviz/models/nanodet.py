@@ -39,7 +39,11 @@ class NanoDetConfig:
 
 
 class ShuffleNetV2Stages(nn.Module):
-    """torchvision's ShuffleNetV2 1.0x without its classifier, returning stages 2-4."""
+    """torchvision's ShuffleNetV2 1.0x without its classifier, returning stages 2-4.
+
+    NanoDet-m builds the same stages with LeakyReLU; torchvision's use ReLU. Shapes and
+    parameter counts are the same, and everything here trains from scratch anyway.
+    """
 
     out_channels = (116, 232, 464)
 
@@ -80,11 +84,12 @@ class PAN(nn.Module):
 class NanoDet(nn.Module):
     """Backbone -> PAN -> GFL head, with the GFL targets and loss."""
 
-    def __init__(self, cfg: NanoDetConfig, backbone: nn.Module, neck: nn.Module, head: GFLHead):
+    def __init__(self, cfg: NanoDetConfig, backbone: nn.Module, neck: nn.Module, head: GFLHead,
+                 assigner: ATSSAssigner):
         super().__init__()
         self.cfg = cfg
         self.backbone, self.neck, self.head = backbone, neck, head
-        self.assigner = ATSSAssigner(topk=cfg.atss_topk)
+        self.assigner = assigner
 
     def forward(self, images: Tensor) -> tuple[list[Tensor], list[Tensor]]:
         """[B, 3, H, W] (H, W multiples of the largest stride) -> (cls_scores, bbox_preds), per level."""
@@ -117,4 +122,4 @@ def build_nanodet(cfg: NanoDetConfig | None = None) -> NanoDet:
     neck = PAN(backbone.out_channels, cfg.fpn_channels)
     head = GFLHead(cfg.num_classes, cfg.fpn_channels, feat_channels=cfg.fpn_channels,
                    stacked_convs=cfg.stacked_convs, num_levels=len(cfg.strides), reg_max=cfg.reg_max)
-    return NanoDet(cfg, backbone, neck, head)
+    return NanoDet(cfg, backbone, neck, head, ATSSAssigner(topk=cfg.atss_topk))
