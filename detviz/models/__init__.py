@@ -1,4 +1,6 @@
 """Whole detectors composed from detviz parts."""
+from detviz.models.faster_rcnn import FasterRCNN
 from detviz.models.nanodet import NanoDet, NanoDetConfig, build_nanodet
+from detviz.models.transform import GeneralizedRCNNTransform
 
-__all__ = ["NanoDet", "NanoDetConfig", "build_nanodet"]
+__all__ = ["FasterRCNN", "GeneralizedRCNNTransform", "NanoDet", "NanoDetConfig", "build_nanodet"]
