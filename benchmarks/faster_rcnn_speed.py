@@ -1,0 +1,84 @@
+"""Wall time of detviz's Faster R-CNN against torchvision's, same model, same weights, same input.
+
+The tutorial model of the Faster R-CNN walkthrough (mobilenet_v2 features, one stride-32 level,
+15 anchors, RoIAlign 7x7), a batch of two images that pads to 800 x 1248. Each measurement
+alternates the two implementations and reports the median of --repeats runs.
+
+    python benchmarks/faster_rcnn_speed.py [--repeats 5] [--threads N]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torchvision
+from torchvision.models.detection import FasterRCNN as TVFasterRCNN
+from torchvision.models.detection.anchor_utils import AnchorGenerator as TVAnchorGenerator
+from torchvision.ops import MultiScaleRoIAlign
+
+from detviz.anchors import AnchorGenerator
+from detviz.models.faster_rcnn import FasterRCNN
+
+SIZES, RATIOS = ((32, 64, 128, 256, 512),), ((0.5, 1.0, 2.0),)
+
+
+def build_pair():
+    torch.manual_seed(0)
+    backbone = torchvision.models.mobilenet_v2(weights=None).features
+    backbone.out_channels = 1280
+    reference = TVFasterRCNN(backbone, num_classes=2, rpn_anchor_generator=TVAnchorGenerator(SIZES, RATIOS),
+                             box_roi_pool=MultiScaleRoIAlign(["0"], 7, 2))
+    backbone = torchvision.models.mobilenet_v2(weights=None).features
+    backbone.out_channels = 1280
+    ours = FasterRCNN(backbone, num_classes=2, rpn_anchor_generator=AnchorGenerator(SIZES, RATIOS),
+                      box_roi_pool=MultiScaleRoIAlign(["0"], 7, 2))
+    ours.load_state_dict(reference.state_dict())
+    return reference, ours
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    reference, ours = build_pair()
+    gen = torch.Generator().manual_seed(1)
+    images = [torch.rand(3, 400, 620, generator=gen), torch.rand(3, 420, 650, generator=gen)]  # -> 800 x 1248
+    targets = [{"boxes": torch.tensor([[40.0, 50, 300, 380], [350, 60, 600, 300]]), "labels": torch.tensor([1, 1])},
+               {"boxes": torch.tensor([[100.0, 80, 250, 400]]), "labels": torch.tensor([1])}]
+
+    def train_step(model):
+        model.train()
+        torch.manual_seed(0)
+        model.zero_grad()
+        sum(model(images, targets).values()).backward()
+
+    def inference(model):
+        model.eval()
+        with torch.no_grad():
+            model(images)
+
+    print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, {torch.get_num_threads()} threads, "
+          f"batch of 2 padded to 800 x 1248, median of {args.repeats}")
+    for name, step in (("training step (forward + backward)", train_step), ("inference pass", inference)):
+        step(reference), step(ours)  # warm-up
+        times = {"torchvision": [], "detviz": []}
+        for _ in range(args.repeats):
+            times["torchvision"].append(timed(lambda: step(reference)))
+            times["detviz"].append(timed(lambda: step(ours)))
+        tv, dv = statistics.median(times["torchvision"]), statistics.median(times["detviz"])
+        print(f"{name:36s} torchvision {tv:7.3f} s   detviz {dv:7.3f} s   detviz / torchvision {dv / tv:5.2f}")
+
+
+if __name__ == "__main__":
+    main()
