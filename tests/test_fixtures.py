@@ -556,3 +556,38 @@ def test_trace_values_cannot_be_changed_through_lookups():
     TRACE["sample1.pos_inds"].append(0)
     TRACE.entry("meta.img_info")["value"]["width"] = 1
     assert len(TRACE["sample1.pos_inds"]) == 12 and TRACE["meta.img_info"]["width"] == 640
+
+
+# ---------------------------------------------------------------------------- the other trace files
+OTHER_TRACES = sorted(p.stem for p in TRACES_DIR.glob("*.json") if p.stem != TRACE_NAME)
+
+
+@pytest.mark.parametrize("trace_name", OTHER_TRACES)
+def test_other_traces_quote_their_notes(trace_name):
+    """Schema, and every "numbers" entry's numbers appear, in order, as text on its quoted lines
+    (a looser reading than above: "level5" and "1x1" count, thousands separators are ignored)."""
+    trace = load_trace(trace_name)
+    lines = trace.note_lines()
+    assert trace.names(), f"{trace_name} has no entries"
+    for name in trace.names():
+        entry = trace.entry(name)
+        assert not [k for k in ENTRY_KEYS if k not in entry], (trace_name, name)
+        first, last = entry["lines"]
+        assert 1 <= first <= last <= len(lines), (trace_name, name, first, last)
+        if entry["quote"] != "numbers":
+            assert entry.get("remark"), f"{trace_name}: derived entry {name} must say how it was built"
+            continue
+        text = re.sub(r"(?<=\d),(?=\d{3})", "", "\n".join(lines[first - 1:last]))
+        position = 0
+        for x in (v for v in leaves(entry["value"]) if not isinstance(v, str)):
+            if isinstance(x, bool):
+                forms = [str(x)]
+            elif entry["decimals"] is None and float(x).is_integer():
+                forms = [str(int(x))]
+            else:  # numpy prints 2.666 beside 2.6643598 in one array: accept dropped trailing zeros
+                full = f"{x:.{entry['decimals'] or 6}f}"
+                forms = [full, full.rstrip("0").rstrip(".")]
+            hits = [(text.find(form, position), form) for form in forms if text.find(form, position) >= 0]
+            assert hits, f"{trace_name}: {name} value {forms[0]} is not printed (in order) on lines {first}-{last}"
+            found, form = min(hits)
+            position = found + len(form)

@@ -1,0 +1,111 @@
+"""COCO-format detection data (an image folder + an annotation json), read with pycocotools.
+
+Every image becomes ``(image, target)``: a float ``Tensor[3, H, W]`` in [0, 1] and
+``dict(boxes=[M, 4] float32 xyxy pixels, labels=[M] int64, image_id=int, area=[M],
+iscrowd=[M], ignore_boxes=[I, 4])``. At load time:
+
+* COCO's ``[x, y, w, h]`` becomes xyxy (the internal format everywhere in detviz);
+* crowd annotations (``iscrowd=1``) go to ``ignore_boxes``, not to ``boxes``;
+* images without annotations are kept, with ``boxes`` of shape [0, 4] (negative examples);
+* boxes without positive width and height are dropped, with one warning per dataset
+  naming how many and in which images;
+* category ids map to contiguous labels ``label_offset, label_offset + 1, ...`` in
+  ascending id order. Use ``label_offset=1`` for torchvision's R-CNN family, where label 0
+  is the background, and ``label_offset=0`` for dense heads (background = num_classes).
+  ``label_to_category_id`` maps predictions back for COCO results files.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from pycocotools.coco import COCO
+from torch import Tensor
+from torch.utils.data import Dataset
+
+__all__ = ["CocoDetection", "collate_fn"]
+
+
+class CocoDetection(Dataset):
+    """Detection dataset over ``image_dir`` and the COCO json ``ann_file``.
+
+    Args:
+        image_dir: folder of the images named by ``file_name`` in the json.
+        ann_file: COCO instances json.
+        label_offset: label of the category with the smallest id (1 when 0 is background).
+    """
+
+    def __init__(self, image_dir: str | Path, ann_file: str | Path, label_offset: int = 0):
+        self.image_dir = Path(image_dir)
+        ann_file = Path(ann_file)
+        if not ann_file.is_file():
+            raise FileNotFoundError(f"COCO annotation file {ann_file} does not exist")
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress lines
+                self.coco = COCO(str(ann_file))
+        except (ValueError, KeyError, TypeError) as err:  # json errors are ValueErrors
+            raise ValueError(f"{ann_file} is not a readable COCO annotation file: {err}") from err
+        self.image_ids = sorted(self.coco.getImgIds())
+        category_ids = sorted(self.coco.getCatIds())
+        self.category_id_to_label = {cid: label_offset + i for i, cid in enumerate(category_ids)}
+        self.label_to_category_id = {label: cid for cid, label in self.category_id_to_label.items()}
+        self.class_names = {label: self.coco.cats[cid]["name"] for cid, label in self.category_id_to_label.items()}
+        self._warn_degenerate()
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, dict]:
+        image_id = self.image_ids[index]
+        info = self.coco.imgs[image_id]
+        return self._load_image(info["file_name"]), self._target(image_id)
+
+    def _load_image(self, file_name: str) -> Tensor:
+        path = self.image_dir / file_name
+        try:
+            with Image.open(path) as image:
+                array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0  # [H, W, 3]
+        except (FileNotFoundError, UnidentifiedImageError, OSError) as err:
+            raise OSError(f"cannot read image {path}: {err}") from err
+        return torch.from_numpy(array).permute(2, 0, 1).contiguous()  # [H, W, 3] -> [3, H, W]
+
+    def _annotations(self, image_id: int) -> list[dict]:
+        return self.coco.loadAnns(self.coco.getAnnIds(imgIds=[image_id]))
+
+    def _target(self, image_id: int) -> dict:
+        boxes, labels, areas, crowd_boxes = [], [], [], []
+        for ann in self._annotations(image_id):
+            x, y, w, h = ann["bbox"]
+            if w <= 0 or h <= 0:
+                continue
+            if ann.get("iscrowd", 0):
+                crowd_boxes.append([x, y, x + w, y + h])
+                continue
+            boxes.append([x, y, x + w, y + h])
+            labels.append(self.category_id_to_label[ann["category_id"]])
+            areas.append(ann.get("area", w * h))
+        return {
+            "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+            "labels": torch.tensor(labels, dtype=torch.int64),
+            "image_id": int(image_id),
+            "area": torch.tensor(areas, dtype=torch.float32),
+            "iscrowd": torch.zeros(len(boxes), dtype=torch.int64),
+            "ignore_boxes": torch.tensor(crowd_boxes, dtype=torch.float32).reshape(-1, 4),
+        }
+
+    def _warn_degenerate(self) -> None:
+        bad = [ann["image_id"] for ann in self.coco.anns.values() if ann["bbox"][2] <= 0 or ann["bbox"][3] <= 0]
+        if bad:
+            warnings.warn(f"dropped {len(bad)} boxes without positive width and height, in image ids "
+                          f"{sorted(set(bad))}", stacklevel=3)
+
+
+def collate_fn(batch: list[tuple[Tensor, dict]]) -> tuple[list[Tensor], list[dict]]:
+    """Keep a detection batch as lists: images differ in size, targets in box count."""
+    images, targets = zip(*batch)
+    return list(images), list(targets)
