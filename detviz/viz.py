@@ -210,8 +210,11 @@ def draw_boxes(ax, boxes, labels=None, scores=None, class_names=None, colors=Non
     scs = None if scores is None else _array(scores, "scores", "[N] scores", ndim=1)
     if scs is not None and len(scs) != n:
         raise ValueError(f"scores must be [N] scores with one entry per box ({n}), got shape {list(scs.shape)}")
-    if class_names is not None and (labs is None or (n and labs.max() >= len(class_names))):
-        raise ValueError(f"class_names needs labels in [0, {len(class_names) - 1}], got {None if labs is None else labs.tolist()}")
+    if class_names is not None:
+        known = set(class_names) if isinstance(class_names, dict) else set(range(len(class_names)))
+        if labs is None or (n and not set(labs.tolist()) <= known):
+            raise ValueError(f"class_names (a list, or a dict label -> name) needs a name for every label in "
+                             f"{sorted(known)}, got {None if labs is None else labs.tolist()}")
     for i, ((x1, y1, x2, y2), c) in enumerate(zip(b, _colors(colors, labs, n))):
         face = to_rgba(c, 0.25 * alpha) if fill else "none"
         ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, facecolor=face, edgecolor=to_rgba(c, alpha),

@@ -222,7 +222,7 @@ BAD_INPUTS = [
     (lambda ax: viz.draw_boxes(ax, GT_BOXES, labels=torch.tensor([0])), r"labels must be \[N\] class ids.*\(2\)"),
     (lambda ax: viz.draw_boxes(ax, GT_BOXES, labels=torch.tensor([0.0, 1.0])), r"integer dtype"),
     (lambda ax: viz.draw_boxes(ax, GT_BOXES, scores=torch.ones(3)), r"scores must be \[N\] scores"),
-    (lambda ax: viz.draw_boxes(ax, GT_BOXES, class_names=CLASS_NAMES), r"class_names needs labels"),
+    (lambda ax: viz.draw_boxes(ax, GT_BOXES, class_names=CLASS_NAMES), r"class_names \(a list, or a dict label -> name\) needs a name for every label"),
     (lambda ax: viz.draw_boxes(ax, GT_BOXES, colors=["red"] * 3), r"colors must be one colour or a list of 2"),
     (lambda ax: viz.draw_boxes(ax, "not boxes"), r"boxes must be a numeric \[N, 4\] xyxy"),
     (lambda ax: viz.show_image(ax, np.zeros((3, 8, 8), np.uint8)), r"ndarray\[H, W, 3 or 1\] \(HWC\).*other layout"),
