@@ -24,6 +24,7 @@ from torch import Tensor
 from detviz._validate import check_boxes, check_labels
 from detviz.anchors import grid_cells_to_centers, level_slices
 from detviz.boxes import box_iof, box_iou
+from detviz.trace import record
 
 __all__ = ["NEGATIVE", "IGNORE", "AssignResult", "ATSSSteps", "ATSSAssigner",
            "BELOW_LOW_THRESHOLD", "BETWEEN_THRESHOLDS", "MatchSteps", "Matcher"]
@@ -202,6 +203,9 @@ class ATSSAssigner:
         ], dim=-1)  # [K*L, M, 4]
         is_in_gts = side_dists.min(dim=-1).values > self.eps  # [K*L, M]
         is_pos = is_pos_iou & is_in_gts
+        record("atss.candidate_idxs", candidate_idxs)
+        record("atss.overlaps_thr", overlaps_thr)
+        record("atss.is_pos", is_pos)
 
         # Keep, per prior, the positive gt with the highest IoU (-1 where none).
         pos_overlaps = torch.full_like(overlaps, -1.0)  # [N, M]
@@ -221,6 +225,7 @@ class ATSSAssigner:
         if gt_labels is not None:
             labels[positive] = gt_labels[gt_inds[positive]]
         result = AssignResult(num_gts, gt_inds, max_overlaps, labels)
+        record("atss.gt_inds", gt_inds)
         return ATSSSteps(overlaps, distances, candidate_idxs, candidate_overlaps, overlaps_mean,
                          overlaps_std, overlaps_thr, is_pos_iou, candidate_idxs_flat, is_in_gts,
                          is_pos, result)

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from detviz.anchors import level_slices, multilevel_grid_cells
 from detviz.assigners import IGNORE, ATSSAssigner, ATSSSteps
+from detviz.trace import record
 
 __all__ = ["GFLImageTargets", "GFLTargets", "gfl_targets_single", "gfl_targets", "images_to_levels"]
 
@@ -81,6 +82,9 @@ def gfl_targets_single(grid_cells: Tensor, num_level_cells: Sequence[int], gt_bb
     if pos_inds.numel() > 0:
         bbox_targets[pos_inds] = gt_bboxes[result.gt_inds[pos_inds]]
         bbox_weights[pos_inds] = 1.0
+    record("gfl.pos_inds", pos_inds)
+    record("gfl.labels", labels)
+    record("gfl.bbox_targets", bbox_targets)
     return GFLImageTargets(labels, label_weights, bbox_targets, bbox_weights, pos_inds, neg_inds, steps)
 
 
@@ -132,6 +136,8 @@ def gfl_targets(featmap_sizes: Sequence[Sequence[int]], strides: Sequence[int], 
     # normaliser is never 0 (an image without objects still counts as 1).
     num_total_pos = sum(max(t.pos_inds.numel(), 1) for t in per_image)
     num_total_neg = sum(max(t.neg_inds.numel(), 1) for t in per_image)
+    record("gfl.num_total_pos", num_total_pos)
+    record("gfl.num_total_neg", num_total_neg)
     return GFLTargets(
         grid_cells=images_to_levels([grid_cells] * len(per_image), num_level_cells),
         labels=images_to_levels([t.labels for t in per_image], num_level_cells),

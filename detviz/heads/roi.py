@@ -27,6 +27,7 @@ from detviz.assigners import BELOW_LOW_THRESHOLD, BETWEEN_THRESHOLDS, Matcher
 from detviz.boxes import batched_nms, box_iou, clip_boxes_to_image, remove_small_boxes
 from detviz.coders import BoxCoder
 from detviz.samplers import BalancedPositiveNegativeSampler
+from detviz.trace import record
 
 __all__ = ["TwoMLPHead", "FastRCNNPredictor", "RoIHeads", "TrainingSamples", "fastrcnn_loss"]
 
@@ -140,6 +141,9 @@ class RoIHeads(nn.Module):
                 boxes = torch.zeros((1, 4), dtype=dtype, device=device)
             matched_gt_boxes.append(boxes[matched])
         regression_targets = list(self.box_coder.encode(matched_gt_boxes, proposals))
+        record("roi_heads.sampled_proposals", proposals)
+        record("roi_heads.sampled_labels", labels)
+        record("roi_heads.sampled_matched_idxs", matched_idxs)
         return TrainingSamples(proposals, matched_idxs, labels, regression_targets)
 
     def postprocess_detections(self, class_logits: Tensor, box_regression: Tensor, proposals: list[Tensor],

@@ -29,6 +29,7 @@ from detviz.assigners import BELOW_LOW_THRESHOLD, BETWEEN_THRESHOLDS, Matcher
 from detviz.boxes import batched_nms, box_iou, clip_boxes_to_image, remove_small_boxes
 from detviz.coders import BoxCoder
 from detviz.samplers import BalancedPositiveNegativeSampler
+from detviz.trace import record
 
 __all__ = ["RPNHead", "RegionProposalNetwork", "ProposalSteps", "permute_and_flatten",
            "concat_box_prediction_layers", "filter_proposals_single"]
@@ -116,6 +117,8 @@ def filter_proposals_single(boxes: Tensor, scores: Tensor, levels: Tensor, image
     counts["nms"] = keep.shape[0]
     keep = keep[:post_nms_top_n]
     counts["post_nms_top_n"] = keep.shape[0]
+    record("rpn.filter.counts", counts)
+    record("rpn.filter.boxes", boxes[keep])
     return ProposalSteps(boxes[keep], scores[keep], levels[keep], counts)
 
 
@@ -167,6 +170,7 @@ class RegionProposalNetwork(nn.Module):
                 continue
             match_quality_matrix = box_iou(gt_boxes, anchors_per_image)  # [M, N]
             matched_idxs = self.proposal_matcher(match_quality_matrix)  # [N] gt index, -1 or -2
+            record("rpn.matched_idxs", matched_idxs)
             matched_gt_boxes.append(gt_boxes[matched_idxs.clamp(min=0)])
             labels_per_image = (matched_idxs >= 0).to(torch.float32)
             labels_per_image[matched_idxs == BELOW_LOW_THRESHOLD] = 0.0
@@ -197,6 +201,7 @@ class RegionProposalNetwork(nn.Module):
         levels = torch.cat([torch.full((n,), i, dtype=torch.int64, device=proposals.device)
                             for i, n in enumerate(num_anchors_per_level)])
         top_n_idx = self._get_top_n_idx(objectness, num_anchors_per_level)  # [B, K]
+        record("rpn.top_n_idx", top_n_idx)
         batch_idx = torch.arange(num_images, device=proposals.device)[:, None]
         objectness = objectness[batch_idx, top_n_idx]  # [B, K]
         levels = levels[top_n_idx]  # [B, K]
@@ -213,6 +218,8 @@ class RegionProposalNetwork(nn.Module):
         sampled_pos_inds = torch.where(torch.cat(sampled_pos, dim=0))[0]
         sampled_neg_inds = torch.where(torch.cat(sampled_neg, dim=0))[0]
         sampled_inds = torch.cat([sampled_pos_inds, sampled_neg_inds], dim=0)
+        record("rpn.sampled_pos_inds", sampled_pos_inds)
+        record("rpn.sampled_neg_inds", sampled_neg_inds)
         labels = torch.cat(labels, dim=0)
         regression_targets = torch.cat(regression_targets, dim=0)
         box_loss = F.smooth_l1_loss(pred_bbox_deltas[sampled_pos_inds], regression_targets[sampled_pos_inds],
@@ -227,6 +234,8 @@ class RegionProposalNetwork(nn.Module):
         features = list(features.values())
         objectness, pred_bbox_deltas = self.head(features)
         anchors = self.anchor_generator(images, features)  # B x [sum(H*W*A), 4]
+        record("rpn.anchors", anchors)
+        record("rpn.objectness", objectness)
         num_images = len(anchors)
         num_anchors_per_level = [o.shape[1] * o.shape[2] * o.shape[3] for o in objectness]  # A*H*W per level
         objectness, pred_bbox_deltas = concat_box_prediction_layers(objectness, pred_bbox_deltas)
