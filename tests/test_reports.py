@@ -8,6 +8,7 @@ from PIL import Image
 
 from detviz.anchors import AnchorGenerator
 from detviz.datasets import CocoDetection
+from detviz.fixtures import DATA_DIR
 from detviz import browse, reports
 
 matplotlib.use("Agg")
@@ -109,3 +110,29 @@ def test_show_predictions_and_coco_results(dataset):
     with pytest.raises(ValueError, match="missing 'scores'"):
         browse.show_predictions(ax_gt, ax_pred, image, target, {"boxes": prediction["boxes"], "labels": prediction["labels"]})
     plt.close(fig)
+
+
+# ---------------------------------------------------------------------------- figure regression
+PHOTOS = CocoDetection(DATA_DIR / "photos", DATA_DIR / "photos" / "annotations.json")
+
+
+@pytest.mark.mpl_image_compare(baseline_dir="baseline", style="default", tolerance=2, savefig_kwargs={"dpi": 60})
+def test_figure_report_and_buckets():
+    report = reports.assignment_report(PHOTOS, reports.ATSSPriorAssigner(input_size=(320, 320)))
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    reports.plot_report(axes[0], report)
+    reports.plot_buckets(axes[1], [report], key="size")
+    fig.tight_layout()
+    return fig
+
+
+@pytest.mark.mpl_image_compare(baseline_dir="baseline", style="default", tolerance=2, savefig_kwargs={"dpi": 60})
+def test_figure_gt_next_to_predictions():
+    image, target = PHOTOS[0]
+    prediction = {"boxes": torch.tensor([[170.0, 10, 400, 300], [300, 50, 430, 320]]),
+                  "labels": torch.tensor([3, 4]), "scores": torch.tensor([0.9, 0.3])}
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3))
+    browse.show_predictions(axes[0], axes[1], image, target, prediction, class_names=PHOTOS.class_names,
+                            score_thresh=0.5)
+    fig.tight_layout()
+    return fig
