@@ -9,6 +9,10 @@ gt size: small boxes weigh up to 2, a box covering the image 1)::
     loss_cls  = obj * BCE_logits(t_cls, one_hot)
     ignore_mask = best IoU of the decoded prediction with any gt of the image < ignore_thresh
 
+The ignore mask follows the note (any gt of the image, ``ignore_from="image"``, the default);
+keras-yolo3 itself compares only with the gts assigned to the same level
+(``ignore_from="level"``), which ignores fewer predictions (notebook 09 compares the two).
+
 Every term is summed over cells, anchors, coordinates and classes, summed over the levels
 and divided by the batch size. The 0.5 in ``loss_wh`` is keras-yolo3's.
 
