@@ -58,3 +58,29 @@ def check_labels(labels, name: str, num_boxes: int, num_classes: int | None) -> 
         lo, hi = int(labels.min()), int(labels.max())
         if lo < 0 or hi >= num_classes:
             raise ValueError(f"{name} must lie in [0, {num_classes - 1}] (num_classes={num_classes}), got range [{lo}, {hi}]")
+
+
+def check_detection_targets(targets, num_images: int, *, require_labels: bool = True) -> None:
+    """Reject targets a detector cannot train on, naming what was expected.
+
+    Expected: a list with one ``dict(boxes=Tensor[M, 4] float xyxy with x2 > x1 and y2 > y1,
+    labels=Tensor[M] int64)`` per image (M may be 0).
+    """
+    expected = "list[dict(boxes=Tensor[M, 4] float xyxy, labels=Tensor[M] int64)], one per image"
+    if targets is None:
+        raise ValueError(f"targets must be given in training mode: {expected}")
+    if not isinstance(targets, (list, tuple)) or len(targets) != num_images:
+        got = len(targets) if isinstance(targets, (list, tuple)) else type(targets).__name__
+        raise ValueError(f"targets must be {expected}; got {got} for {num_images} images")
+    for index, target in enumerate(targets):
+        boxes = target.get("boxes") if isinstance(target, dict) else None
+        if not isinstance(boxes, Tensor) or boxes.dim() != 2 or boxes.shape[-1] != 4:
+            got = list(boxes.shape) if isinstance(boxes, Tensor) else type(boxes).__name__
+            raise ValueError(f"targets[{index}]['boxes'] must be Tensor[M, 4] xyxy, got {got}")
+        if require_labels and (not isinstance(target.get("labels"), Tensor) or target["labels"].shape != boxes.shape[:1]):
+            raise ValueError(f"targets[{index}]['labels'] must be Tensor[{boxes.shape[0]}] int64, one per box")
+        degenerate = (boxes[:, 2:] <= boxes[:, :2]).any(dim=1)
+        if degenerate.any():
+            row = int(torch.where(degenerate)[0][0])
+            raise ValueError(f"targets[{index}]['boxes'][{row}] = {boxes[row].tolist()} has no positive width and "
+                             f"height; boxes must be xyxy with x2 > x1 and y2 > y1 (convert COCO xywh first)")

@@ -172,6 +172,10 @@ def keypoint_targets(points: Sequence[Tensor], labels: Sequence[Tensor], *, feat
         labels: per image ``Tensor[M]`` int64 in ``[0, C)``.
         featmap_size: (H, W) of the level. stride: its pixels per cell. sigma: in cells.
     """
+    if (len(featmap_size) != 2 or any(int(n) != n or n <= 0 for n in featmap_size)):
+        raise ValueError(f"featmap_size must be (H, W) with positive integers, got {tuple(featmap_size)!r}")
+    if not stride > 0:
+        raise ValueError(f"stride must be a positive number of input pixels per cell, got {stride!r}")
     if not isinstance(points, (list, tuple)) or not isinstance(labels, (list, tuple)) or len(points) != len(labels):
         raise TypeError("points and labels must be lists with one Tensor per image, of equal length")
     per_image = []

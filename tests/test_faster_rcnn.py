@@ -187,3 +187,18 @@ def test_anchor_sizes_must_match_the_feature_maps():
                        rpn_anchor_generator=AnchorGenerator(SIZES, RATIOS), **SMALL).eval()
     with pytest.raises(ValueError, match="5 feature maps"):
         model(_images([(128, 128)]))
+
+
+def test_rpn_and_roi_heads_check_targets_on_their_own(mobilenet_pair):
+    _, ours = mobilenet_pair
+    ours.train()
+    images = _images([(200, 240)])
+    image_list, _ = ours.transform(images)
+    features = ours.features(image_list.tensors)
+    with pytest.raises(ValueError, match=r"targets\[0\]\['boxes'\] must be Tensor\[M, 4\] xyxy, got NoneType"):
+        ours.rpn(image_list, features, [{"labels": torch.ones(1, dtype=torch.int64)}])
+    with pytest.raises(ValueError, match="targets must be given in training mode"):
+        ours.roi_heads(features, [torch.tensor([[0.0, 0, 50, 50]])], image_list.image_sizes, None)
+    with pytest.raises(ValueError, match=r"targets\[0\]\['labels'\] must be Tensor\[1\] int64"):
+        ours.roi_heads(features, [torch.tensor([[0.0, 0, 50, 50]])], image_list.image_sizes,
+                       [{"boxes": torch.tensor([[0.0, 0, 10, 10]])}])

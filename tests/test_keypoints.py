@@ -178,3 +178,12 @@ def test_few_sgd_steps_reduce_the_keypoint_loss(head, centerness_loss):
         optimizer.step()
         history.append(total.item())
     assert history[-1] < 0.9 * history[0], history
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(featmap_size=(8, 8), stride=0), "stride must be a positive number"),
+    (dict(featmap_size=(0, 8), stride=8), r"featmap_size must be \(H, W\) with positive integers"),
+])
+def test_keypoint_targets_reject_bad_grids(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        keypoint_targets([torch.tensor([[4.0, 4.0]])], [torch.tensor([0])], num_classes=2, **kwargs)

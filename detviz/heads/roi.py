@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from detviz._validate import check_detection_targets
 from detviz.assigners import BELOW_LOW_THRESHOLD, BETWEEN_THRESHOLDS, Matcher
 from detviz.boxes import batched_nms, box_iou, clip_boxes_to_image, remove_small_boxes
 from detviz.coders import BoxCoder
@@ -171,6 +172,8 @@ class RoIHeads(nn.Module):
 
     def forward(self, features: dict[str, Tensor], proposals: list[Tensor], image_shapes: list[tuple[int, int]],
                 targets: list[dict[str, Tensor]] | None = None) -> tuple[list[dict[str, Tensor]], dict[str, Tensor]]:
+        if self.training:
+            check_detection_targets(targets, len(proposals))
         if targets is not None:
             for t in targets:
                 if not t["boxes"].is_floating_point():
@@ -178,8 +181,6 @@ class RoIHeads(nn.Module):
                 if t["labels"].dtype != torch.int64:
                     raise TypeError(f"target labels must be an int64 Tensor[M], got {t['labels'].dtype}")
         if self.training:
-            if targets is None:
-                raise ValueError("targets must be given in training mode")
             samples = self.select_training_samples(proposals, targets)
             proposals = samples.proposals
         box_features = self.box_roi_pool(features, proposals, image_shapes)  # [R, C, 7, 7]

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from detviz._validate import check_detection_targets
 from detviz.anchors import AnchorGenerator
 from detviz.assigners import BELOW_LOW_THRESHOLD, BETWEEN_THRESHOLDS, Matcher
 from detviz.boxes import batched_nms, box_iou, clip_boxes_to_image, remove_small_boxes
@@ -245,8 +246,7 @@ class RegionProposalNetwork(nn.Module):
 
         losses = {}
         if self.training:
-            if targets is None:
-                raise ValueError("targets must be given in training mode: list[dict(boxes=Tensor[M, 4] xyxy)]")
+            check_detection_targets(targets, num_images, require_labels=False)
             labels, matched_gt_boxes = self.assign_targets_to_anchors(anchors, targets)
             regression_targets = self.box_coder.encode(matched_gt_boxes, anchors)
             loss_objectness, loss_rpn_box_reg = self.compute_loss(objectness, pred_bbox_deltas, labels,
