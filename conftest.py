@@ -1,4 +1,4 @@
-"""Session-wide test setup.
+"""Setup for the whole test run.
 
 The notebook kernels that nbval starts inherit this process's environment. An
 exported ``MPLBACKEND`` (often ``Agg`` on CI) would replace the inline backend in
