@@ -1,10 +1,12 @@
 """Command line: ``python -m detviz <command>``.
 
     python -m detviz data --seed 0 --num-images 24 --out data/synthetic/val
+    python -m detviz train --model gfl --steps 100 --out runs/gfl
+    python -m detviz evaluate --checkpoint runs/gfl/checkpoint.pt --data data/synthetic/val
 
 Commands are argparse subcommands, each a ``_add_<name>`` that declares its arguments and
 a ``_run_<name>`` that does the work; ``data`` writes the synthetic shapes dataset
-(``detviz.datasets.synthetic``).
+(``detviz.datasets.synthetic``), ``train`` and ``evaluate`` run ``detviz.train``.
 """
 from __future__ import annotations
 
@@ -69,10 +71,67 @@ def _run_data(args: argparse.Namespace) -> None:
     print(f"{args.out}: {summarize(coco)}")
 
 
+def _add_train(commands) -> None:
+    parser = commands.add_parser(
+        "train", help="train NanoDet-m (GFL head) on a COCO folder",
+        description="Train NanoDet-m on DIR/images + DIR/annotations.json (default: a cached synthetic "
+                    "split), writing OUT/log.csv and OUT/checkpoint.pt.")
+    parser.add_argument("--model", choices=("gfl",), required=True, help="model family (gfl: NanoDet-m)")
+    parser.add_argument("--data", metavar="DIR", default=None,
+                        help="COCO folder (default: generate a synthetic train split in the cache)")
+    parser.add_argument("--steps", type=_positive_int, default=100, help="total steps (default 100)")
+    parser.add_argument("--batch-size", type=_positive_int, default=8, help="images per step (default 8)")
+    parser.add_argument("--input-size", type=_positive_int, default=320, help="network input side (default 320)")
+    parser.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd", help="default sgd")
+    parser.add_argument("--lr", type=float, default=None, help="learning rate (default 0.01 sgd, 1e-3 adamw)")
+    parser.add_argument("--out", metavar="DIR", default="runs/gfl", help="output folder (default runs/gfl)")
+    parser.add_argument("--resume", metavar="CKPT", default=None, help="continue from this checkpoint")
+    parser.add_argument("--seed", type=_non_negative_int, default=0, help="random seed (default 0)")
+    parser.add_argument("--checkpoint-every", type=_non_negative_int, default=0,
+                        help="also save every N steps (default 0: only at the end)")
+    parser.add_argument("--synthetic-images", type=_positive_int, default=64,
+                        help="size of the generated train split when --data is not given (default 64)")
+    parser.set_defaults(run=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> None:
+    from detviz.train import TrainConfig, train
+
+    config = TrainConfig(model=args.model, data=args.data, out=args.out, steps=args.steps,
+                         batch_size=args.batch_size, input_size=args.input_size, optimizer=args.optimizer,
+                         lr=args.lr, seed=args.seed, resume=args.resume, checkpoint_every=args.checkpoint_every,
+                         synthetic_images=args.synthetic_images)
+    result = train(config)
+    print(f"step {result['step']}: checkpoint {result['checkpoint']}, log {result['log']}")
+
+
+def _add_evaluate(commands) -> None:
+    parser = commands.add_parser(
+        "evaluate", help="COCO mAP of a training checkpoint on a COCO folder",
+        description="Predict on DIR/images, map boxes back to the original image size, write "
+                    "<checkpoint>.results.json next to the checkpoint and print pycocotools' table; "
+                    "the last line printed is the metrics as one JSON object.")
+    parser.add_argument("--checkpoint", metavar="CKPT", required=True, help="checkpoint from `train`")
+    parser.add_argument("--data", metavar="DIR", required=True, help="COCO folder: images/ + annotations.json")
+    parser.add_argument("--batch-size", type=_positive_int, default=8, help="images per forward pass (default 8)")
+    parser.set_defaults(run=_run_evaluate)
+
+
+def _run_evaluate(args: argparse.Namespace) -> None:
+    from detviz.train import dumps_metrics, evaluate_checkpoint
+
+    metrics, results_path = evaluate_checkpoint(args.checkpoint, args.data, batch_size=args.batch_size)
+    print(metrics["summary_text"].rstrip())
+    print(f"results: {results_path}")
+    print(dumps_metrics(metrics))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m detviz", description="detviz command line tools")
     commands = parser.add_subparsers(dest="command", required=True, metavar="command")
     _add_data(commands)
+    _add_train(commands)
+    _add_evaluate(commands)
     return parser
 
 
@@ -82,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         args.run(args)
-    except (ValueError, TypeError, FileExistsError) as err:
+    except (ValueError, TypeError, FileExistsError, FileNotFoundError, FloatingPointError) as err:
         parser.exit(1, f"{parser.prog} {args.command}: error: {err}\n")
     return 0
 

@@ -134,7 +134,9 @@ def test_cli_help_lists_the_data_command(capsys):
     (["data", "--seed", "0", "--num-images", "2", "--out", "x", "--empty-fraction", "1.5"],
      "--empty-fraction: expected a number in [0, 1], got 1.5"),
     (["data", "--seed", "0", "--num-images", "2", "--out", "x", "--format", "gif"], "--format: invalid choice: 'gif'"),
-    (["train"], "invalid choice: 'train'"),
+    (["fit"], "invalid choice: 'fit'"),
+    (["train"], "the following arguments are required: --model"),
+    (["evaluate", "--data", "x"], "the following arguments are required: --checkpoint"),
 ])
 def test_cli_bad_arguments_exit_2_naming_the_problem(args, message, capsys):
     with pytest.raises(SystemExit) as exit_info:

@@ -1,0 +1,189 @@
+"""Tiny runs of detviz.train and detviz.predict: 5 synthetic 96 px images warped to 64 px."""
+import csv
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch.testing import assert_close
+
+from detviz.__main__ import main
+from detviz.datasets.synthetic import write_dataset
+from detviz.evaluation import STAT_NAMES
+from detviz.models.nanodet import NanoDetConfig, build_nanodet
+from detviz.predict import decode_gfl_level, gfl_predict, normalize_images
+from detviz.train import (TrainConfig, build_model_from_checkpoint, evaluate_checkpoint, load_checkpoint,
+                          open_dataset, train)
+
+REPO = Path(__file__).resolve().parents[1]
+VAL = REPO / "data" / "synthetic" / "val"
+NUM_CLASSES = 6  # detviz.datasets.synthetic.CATEGORIES
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("tiny")
+    coco = write_dataset(folder, num_images=5, seed=3, size=96, empty_fraction=0.2, max_objects=3)
+    assert len({a["image_id"] for a in coco["annotations"]}) == 4  # one of five images has no object
+    return folder
+
+
+def _config(data, out, **changes) -> TrainConfig:
+    options = dict(data=None if data is None else str(data), out=str(out), steps=2, batch_size=2, input_size=64, progress=False)
+    return TrainConfig(**{**options, **changes})
+
+
+@pytest.fixture(scope="module")
+def one_step_checkpoint(tiny_data, tmp_path_factory) -> Path:
+    """A 1-step run through the command line (``python -m detviz train``)."""
+    out = tmp_path_factory.mktemp("cli_run")
+    assert main(["train", "--model", "gfl", "--data", str(tiny_data), "--steps", "1", "--batch-size", "2",
+                 "--input-size", "64", "--out", str(out)]) == 0
+    return out / "checkpoint.pt"
+
+
+# ---------------------------------------------------------------- training
+
+def test_losses_finite_with_empty_images_and_log_and_checkpoint(tiny_data, tmp_path):
+    # batch 5 = the whole set, so every step holds the image without objects
+    result = train(_config(tiny_data, tmp_path, batch_size=5))
+    assert result["step"] == 2 and len(result["losses"]) == 2
+    assert all(math.isfinite(v) for step in result["losses"] for v in step.values())
+    with open(result["log"], newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows] == [1, 2]
+    assert float(rows[1]["loss"]) == pytest.approx(result["losses"][1]["loss"])
+
+    checkpoint = load_checkpoint(result["checkpoint"], num_classes=NUM_CLASSES)
+    assert (checkpoint["step"], checkpoint["model_family"], checkpoint["num_classes"]) == (2, "gfl", NUM_CLASSES)
+    model = build_model_from_checkpoint(checkpoint)
+    assert model.cfg.input_size == 64
+    assert_close(model.state_dict(), checkpoint["model"])
+    assert not list(tmp_path.glob("*.tmp"))  # the atomic write left no temp file
+
+
+def test_all_empty_batch_gives_zero_finite_loss(tmp_path):
+    data = tmp_path / "empty"
+    write_dataset(data, num_images=2, seed=0, size=96, empty_fraction=1.0)
+    result = train(_config(data, tmp_path / "run", steps=1, optimizer="adamw"))
+    assert result["losses"][0]["loss"] == 0.0
+
+
+def test_resume_continues_exactly(tiny_data, tmp_path):
+    straight = train(_config(tiny_data, tmp_path / "straight", steps=4))
+    first = train(_config(tiny_data, tmp_path / "split", steps=2))
+    resumed = train(_config(tiny_data, tmp_path / "split", steps=4, resume=str(first["checkpoint"])))
+    assert resumed["step"] == 4 and len(resumed["losses"]) == 2
+
+    a, b = torch.load(straight["checkpoint"]), torch.load(resumed["checkpoint"])
+    assert_close(b["model"], a["model"], rtol=0, atol=0)
+    assert_close(b["optimizer"]["state"], a["optimizer"]["state"], rtol=0, atol=0)
+    assert_close(b["rng"], a["rng"], rtol=0, atol=0)
+    assert [s["loss"] for s in first["losses"] + resumed["losses"]] == [s["loss"] for s in straight["losses"]]
+    with open(resumed["log"], newline="") as f:
+        assert [int(r["step"]) for r in csv.DictReader(f)] == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("model_family", "yolov3", "family 'yolov3', expected 'gfl'"),
+    ("num_classes", 3, "num_classes=3, but the data has 6 classes"),
+])
+def test_resume_refuses_other_model(one_step_checkpoint, tiny_data, tmp_path, key, value, message):
+    checkpoint = torch.load(one_step_checkpoint)
+    checkpoint[key] = value
+    path = tmp_path / "other.pt"
+    torch.save(checkpoint, path)
+    with pytest.raises(ValueError, match=message):
+        train(_config(tiny_data, tmp_path / "run", resume=str(path)))
+    with pytest.raises(ValueError, match=message):
+        evaluate_checkpoint(path, tiny_data)
+
+
+def test_bad_config_is_refused(tiny_data, tmp_path):
+    with pytest.raises(ValueError, match=r"model must be one of \('gfl',\)"):
+        train(_config(tiny_data, tmp_path, model="yolov3"))
+    with pytest.raises(ValueError, match="input_size must be a multiple of 32"):
+        train(_config(tiny_data, tmp_path, input_size=100))
+    with pytest.raises(ValueError, match=r"batch_size \(6\) must not exceed the number of images \(5\)"):
+        train(_config(tiny_data, tmp_path, batch_size=6))
+    with pytest.raises(FileNotFoundError, match="missing.pt does not exist"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+# ---------------------------------------------------------------- evaluation
+
+def test_evaluate_cli_prints_json_last_line(one_step_checkpoint):
+    done = subprocess.run([sys.executable, "-m", "detviz", "evaluate", "--checkpoint", str(one_step_checkpoint),
+                           "--data", str(VAL)], capture_output=True, text=True, cwd=REPO, check=True)
+    metrics = json.loads(done.stdout.strip().splitlines()[-1])
+    assert set(STAT_NAMES) <= set(metrics) and "summary_text" not in metrics
+    assert all(-1.0 <= metrics[name] <= 1.0 for name in STAT_NAMES)
+    assert (one_step_checkpoint.parent / "checkpoint.results.json").is_file()
+
+
+def test_evaluate_maps_boxes_to_original_size(one_step_checkpoint, tiny_data):
+    from detviz.train import _predict_original_size
+
+    model = build_model_from_checkpoint(load_checkpoint(one_step_checkpoint)).eval()
+    with torch.no_grad():
+        for out in model.head.outputs:
+            out.bias[:NUM_CLASSES] = 5.0  # every class scores ~0.99: plenty of detections
+    predictions = _predict_original_size(model, open_dataset(tiny_data), 64, batch_size=5)
+    assert len(predictions) == 5
+    boxes = torch.cat([p["boxes"] for p in predictions])
+    assert boxes.shape[0] > 0 and boxes.max() > 64  # 64 px input mapped back to 96 px images
+    assert boxes.min() >= 0 and boxes.max() <= 96
+
+
+# ---------------------------------------------------------------- gfl_predict
+
+def _model(cls_bias: float):
+    torch.manual_seed(0)
+    model = build_nanodet(NanoDetConfig(num_classes=3, input_size=64)).eval()
+    with torch.no_grad():
+        for out in model.head.outputs:
+            out.bias[:3] = cls_bias
+    return model
+
+
+def test_decode_uniform_distribution_by_hand():
+    # zero logits: every side's distribution is uniform over 0..7, expectation 3.5 strides = 28 px at stride 8;
+    # cell (0, 0) is centred at (4, 4), so its box [-24, -24, 32, 32] is clamped to [0, 0, 32, 32]
+    scores, boxes = decode_gfl_level(torch.zeros(2, 2, 3), torch.zeros(32, 2, 3), 8, 7, (16, 24))
+    assert_close(scores, torch.full((6, 2), 0.5))
+    assert_close(boxes[0], torch.tensor([0.0, 0.0, 24.0, 16.0]))  # clamped to width 24, height 16
+    _, top = decode_gfl_level(torch.arange(6.0).view(1, 2, 3), torch.zeros(32, 2, 3), 8, 7, (16, 24), nms_pre=2)
+    assert top.shape == (2, 4)
+
+
+def test_gfl_predict_shapes_and_ranges():
+    images = normalize_images(torch.rand(2, 3, 64, 96))
+    predictions = gfl_predict(_model(3.0), images, max_per_img=7)
+    assert len(predictions) == 2
+    for p in predictions:
+        assert p["boxes"].shape == (7, 4) and p["labels"].shape == (7,) and p["scores"].shape == (7,)
+        assert p["labels"].dtype == torch.int64 and p["labels"].min() >= 0 and p["labels"].max() < 3
+        assert (p["scores"] > 0.05).all() and (p["scores"] <= 1).all()
+        assert_close(p["scores"], p["scores"].sort(descending=True).values)
+        assert p["boxes"][:, 0::2].max() <= 96 and p["boxes"][:, 1::2].max() <= 64 and p["boxes"].min() >= 0
+
+
+def test_gfl_predict_empty_output():
+    (p,) = gfl_predict(_model(-20.0), torch.zeros(1, 3, 64, 64))
+    assert p["boxes"].shape == (0, 4) and p["labels"].shape == (0,) and p["scores"].shape == (0,)
+    with pytest.raises(ValueError, match=r"score_thresh must be in \[0, 1\)"):
+        gfl_predict(_model(0.0), torch.zeros(1, 3, 64, 64), score_thresh=1.5)
+
+
+def test_default_data_is_a_cached_synthetic_split(tmp_path):
+    config = _config(None, tmp_path / "run", steps=1, cache_dir=str(tmp_path / "cache"), synthetic_images=5,
+                     synthetic_size=96)
+    train(config)
+    (folder,) = (tmp_path / "cache").iterdir()
+    assert folder.name == "synthetic-train-n5-s96-seed1"
+    stamp = (folder / "annotations.json").stat().st_mtime_ns
+    train(config)  # the second run reuses the cached split
+    assert (folder / "annotations.json").stat().st_mtime_ns == stamp
