@@ -62,7 +62,7 @@ class Trace(Mapping):
         self.description = data.get("description", "")
         self._entries = dict(data["entries"])
         self._notes_dir = Path(notes_dir)
-        self._note_lines: list[str] | None = None
+        self._note_lines: dict[str, list[str]] = {}  # note file name -> its lines
 
     # Mapping interface -------------------------------------------------------
     def __getitem__(self, name: str) -> Any:
@@ -100,20 +100,22 @@ class Trace(Mapping):
                             f"index its fields instead (layout: {self.entry(name)['layout']})")
         return torch.tensor(value, dtype=dtype)
 
-    def note_lines(self) -> list[str]:
-        """All lines of the note, without line endings (index 0 is line 1)."""
-        if self._note_lines is None:
-            path = self._notes_dir / self.note
-            self._note_lines = path.read_text(encoding="utf-8").splitlines()
-        return self._note_lines
+    def note_lines(self, note: str | None = None) -> list[str]:
+        """All lines of ``note`` (default: the trace's note), without line endings (index 0 is line 1)."""
+        note = self.note if note is None else note
+        if note not in self._note_lines:
+            self._note_lines[note] = (self._notes_dir / note).read_text(encoding="utf-8").splitlines()
+        return self._note_lines[note]
 
     def quote(self, name: str, *, numbered: bool = False) -> str:
-        """The note's lines ``entry["lines"]`` for ``name``, joined by newlines.
+        """The note's lines ``entry["lines"]`` for ``name``, joined by newlines; an entry quoting
+        another note than the trace's names it in its own ``"note"`` key.
 
         ``numbered=True`` prefixes each line with its 1-based line number.
         """
-        first, last = self.entry(name)["lines"]
-        lines = self.note_lines()[first - 1:last]
+        entry = self.entry(name)
+        first, last = entry["lines"]
+        lines = self.note_lines(entry.get("note"))[first - 1:last]
         if numbered:
             lines = [f"{first + i:4d}| {text}" for i, text in enumerate(lines)]
         return "\n".join(lines)

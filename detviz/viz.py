@@ -50,7 +50,8 @@ def _array(x, name: str, layout: str, *, ndim: int | None = None, last_dim: int 
         arr = np.array(x, copy=True)
     if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
         raise ValueError(f"{name} must be a numeric {layout} tensor or array, got dtype {arr.dtype}")
-    if (ndim is not None and arr.ndim != ndim) or (last_dim is not None and (arr.ndim == 0 or arr.shape[-1] != last_dim)):
+    wrong_last = last_dim is not None and (arr.ndim == 0 or arr.shape[-1] != last_dim)
+    if (ndim is not None and arr.ndim != ndim) or wrong_last:
         raise ValueError(f"{name} must be {layout}, got shape {list(arr.shape)}")
     return arr
 
@@ -136,7 +137,8 @@ def _image_hwc(image) -> np.ndarray:
     if is_tensor and img.ndim == 3 and img.shape[0] in (1, 3):
         img = img.transpose(1, 2, 0)  # [C, H, W] -> [H, W, C]
     elif is_tensor or img.ndim != 3 or img.shape[2] not in (1, 3):
-        hint = " (it looks like the other layout)" if img.ndim == 3 and (img.shape[0] in (1, 3)) != (img.shape[2] in (1, 3)) else ""
+        swapped = img.ndim == 3 and (img.shape[0] in (1, 3)) != (img.shape[2] in (1, 3))
+        hint = " (it looks like the other layout)" if swapped else ""
         raise ValueError(f"image must be {accepted}, got {type(image).__name__} of shape {list(img.shape)}{hint}")
     if np.issubdtype(img.dtype, np.floating):
         if img.size and (img.min() < 0 or img.max() > 1):
@@ -253,11 +255,13 @@ def draw_grid_cells(ax, cells, highlight=None, color="0.6", alpha=0.5, highlight
         chosen = c[_index_array(highlight, len(c), "highlight")]
         ax.add_collection(PolyCollection(_corners(chosen), facecolors=to_rgba(highlight_color, 0.15),
                                          edgecolors=highlight_color, linewidths=1.5), autolim=False)
-        ax.scatter((chosen[:, 0] + chosen[:, 2]) / 2, (chosen[:, 1] + chosen[:, 3]) / 2, s=8, color=highlight_color, zorder=3)
+        centres = (chosen[:, :2] + chosen[:, 2:]) / 2  # [K, 2]
+        ax.scatter(centres[:, 0], centres[:, 1], s=8, color=highlight_color, zorder=3)
     return ax
 
 
-def draw_level_grid(ax, featmap_size, stride, image_size=None, color="0.5", linewidth=0.5, show_centers=True, center_size=4.0):
+def draw_level_grid(ax, featmap_size, stride, image_size=None, color="0.5", linewidth=0.5, show_centers=True,
+                    center_size=4.0):
     """Draw the cell borders and centres of one level (``featmap_size = (h, w)`` cells of ``stride`` px).
 
     Args:
@@ -285,25 +289,15 @@ def _levels_of(idx: np.ndarray, cells: np.ndarray, num_level_bboxes) -> np.ndarr
     if num_level_bboxes is not None:
         counts = _int_array(num_level_bboxes, "num_level_bboxes", "[L] cell counts per level")
         if counts.sum() != len(cells):
-            raise ValueError(f"num_level_bboxes must sum to the number of grid cells ({len(cells)}), got {counts.tolist()}")
+            raise ValueError(f"num_level_bboxes must sum to the number of grid cells ({len(cells)}), "
+                             f"got {counts.tolist()}")
         return np.searchsorted(np.cumsum(counts), idx, side="right")
     widths = np.round(cells[:, 2] - cells[:, 0], 3)  # one prior size per level (octave scale * stride)
     return np.searchsorted(np.unique(widths), widths[idx])
 
 
-def draw_atss_candidates(ax, grid_cells, candidate_idxs, is_pos, gt_bboxes, gt_index, num_level_bboxes=None,
-                         level_colors=LEVEL_COLORS, gt_color="black", legend=True):
-    """Draw one gt's ATSS candidates: a colour per level, positives solid, rejected dashed.
-
-    Args:
-        grid_cells: ``[N, 4]`` xyxy priors of all levels, concatenated.
-        candidate_idxs: ``[K*L, M]`` int indices into ``grid_cells`` (K closest centres per level).
-        is_pos: ``[K*L, M]`` bool, ``IoU >= mean + std`` and centre inside the gt.
-        gt_bboxes: ``[M, 4]`` xyxy; gt_index: which column (gt) to draw.
-        num_level_bboxes: optional ``[L]`` cells per level; without it a candidate's level is
-            read from its prior's size (one size per level, as ATSS priors have).
-    """
-    cells = _boxes(grid_cells, "grid_cells")
+def _gt_candidates(cells: np.ndarray, candidate_idxs, is_pos, gt_bboxes, gt_index):
+    """Check the candidate table; return gt ``gt_index``'s box, candidate indices [K*L] and is_pos [K*L]."""
     gts = _boxes(gt_bboxes, "gt_bboxes")
     idxs = _array(candidate_idxs, "candidate_idxs", "[K*L, M] int64", ndim=2)
     pos = _array(is_pos, "is_pos", "[K*L, M] bool", ndim=2)
@@ -321,17 +315,31 @@ def draw_atss_candidates(ax, grid_cells, candidate_idxs, is_pos, gt_bboxes, gt_i
         g = -1
     if not 0 <= g < len(gts):
         raise ValueError(f"gt_index must be an int in [0, {len(gts)}), got {gt_index!r}")
-    idx, chosen = idxs[:, g], pos[:, g]
+    return gts[g], idxs[:, g], pos[:, g]
+
+
+def draw_atss_candidates(ax, grid_cells, candidate_idxs, is_pos, gt_bboxes, gt_index, num_level_bboxes=None,
+                         level_colors=LEVEL_COLORS, gt_color="black", legend=True):
+    """Draw one gt's ATSS candidates (Zhang et al., CVPR 2020): a colour per level, positives solid, rejected dashed.
+
+    Args:
+        grid_cells: ``[N, 4]`` xyxy priors of all levels, concatenated.
+        candidate_idxs: ``[K*L, M]`` int indices into ``grid_cells`` (K closest centres per level).
+        is_pos: ``[K*L, M]`` bool, ``IoU >= mean + std`` and centre inside the gt.
+        gt_bboxes: ``[M, 4]`` xyxy; gt_index: which column (gt) to draw.
+        num_level_bboxes: optional ``[L]`` cells per level; without it a candidate's level is
+            read from its prior's size (one size per level, as ATSS priors have).
+    """
+    cells = _boxes(grid_cells, "grid_cells")
+    (gx1, gy1, gx2, gy2), idx, chosen = _gt_candidates(cells, candidate_idxs, is_pos, gt_bboxes, gt_index)
     levels = _levels_of(idx, cells, num_level_bboxes)
-    for i, lvl, positive in zip(idx, levels, chosen):
-        x1, y1, x2, y2 = cells[i]
-        ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=level_colors[lvl % len(level_colors)],
+    edge = [level_colors[lvl % len(level_colors)] for lvl in levels]
+    for (x1, y1, x2, y2), c, positive in zip(cells[idx], edge, chosen):
+        ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=c,
                                linestyle="-" if positive else "--", linewidth=1.5 if positive else 0.8))
     centres = (cells[idx, :2] + cells[idx, 2:]) / 2  # [K*L, 2]
-    face = [level_colors[lvl % len(level_colors)] if p else "white" for lvl, p in zip(levels, chosen)]
-    edge = [level_colors[lvl % len(level_colors)] for lvl in levels]
+    face = [c if positive else "white" for c, positive in zip(edge, chosen)]
     ax.scatter(centres[:, 0], centres[:, 1], s=14, c=face, edgecolors=edge, zorder=3)
-    gx1, gy1, gx2, gy2 = gts[g]
     ax.add_patch(Rectangle((gx1, gy1), gx2 - gx1, gy2 - gy1, fill=False, edgecolor=gt_color, linewidth=3))
     ax.plot([(gx1 + gx2) / 2], [(gy1 + gy2) / 2], marker="+", markersize=8, color=gt_color)
     if legend:
@@ -339,7 +347,7 @@ def draw_atss_candidates(ax, grid_cells, candidate_idxs, is_pos, gt_bboxes, gt_i
                    for lvl in np.unique(levels)]
         handles += [Line2D([], [], color="0.3", label="positive"),
                     Line2D([], [], color="0.3", linestyle="--", linewidth=0.8, label="rejected"),
-                    Line2D([], [], color=gt_color, linewidth=3, label=f"gt {g}")]
+                    Line2D([], [], color=gt_color, linewidth=3, label=f"gt {operator.index(gt_index)}")]
         ax.legend(handles=handles, fontsize=7, loc="upper right")
     return ax
 
@@ -357,9 +365,11 @@ def draw_assignment_map(ax, labels, featmap_size, stride, num_classes, image_siz
     layout = f"[h*w] = [{fh * fw}] class ids of one level (featmap_size {(fh, fw)})"
     lab = _int_array(labels, "labels", layout)
     if len(lab) != fh * fw:
-        raise ValueError(f"labels must be {layout}, got shape {list(lab.shape)}; slice one level out of the concatenated labels")
+        raise ValueError(f"labels must be {layout}, got shape {list(lab.shape)}; "
+                         "slice one level out of the concatenated labels")
     if lab.size and (lab.min() < 0 or lab.max() > num_classes):
-        raise ValueError(f"labels must lie in [0, {num_classes}] ({num_classes} = background), got range [{lab.min()}, {lab.max()}]")
+        raise ValueError(f"labels must lie in [0, {num_classes}] ({num_classes} = background), "
+                         f"got range [{lab.min()}, {lab.max()}]")
     h, w = (fh * s, fw * s) if image_size is None else _size(image_size, "image_size")
     fg = np.nonzero(lab != num_classes)[0]
     x, y = (fg % fw) * s, (fg // fw) * s  # flat row-major index -> cell column, row -> pixels
@@ -382,13 +392,15 @@ def draw_iou_histogram(ax, overlaps, mean=None, std=None, threshold=None, bins=1
         raise ValueError(f"overlaps must hold at least 2 IoUs to compute an unbiased std, got {len(iou)}; pass std")
     mean = float(iou.mean()) if mean is None else float(mean)
     std = float(iou.std(ddof=1)) if std is None else float(std)
-    ax.hist(iou, bins=bins, range=(0.0, 1.0), color="0.7", edgecolor="white")
+    counts, _, _ = ax.hist(iou, bins=bins, range=(0.0, 1.0), color="0.7", edgecolor="white")
     ax.axvline(mean, color="tab:blue", linestyle="--", label=f"mean = {mean:.3f}")
     if threshold is None:
-        ax.axvline(mean + std, color="tab:red", label=f"threshold = mean + std = {mean + std:.3f}\n(unbiased std = {std:.3f})")
+        ax.axvline(mean + std, color="tab:red",
+                   label=f"threshold = mean + std = {mean + std:.3f}\n(unbiased std = {std:.3f})")
     else:
         ax.axvline(float(threshold), color="tab:red", label=f"threshold = {float(threshold):.3f}")
     ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.6 * max(counts.max(), 1))  # headroom for the legend
     ax.set_xlabel("IoU with the gt box")
     ax.set_ylabel("candidates")
     ax.legend(fontsize=7)
@@ -408,13 +420,15 @@ def draw_ltrb(ax, point, ltrb, stride=1.0, color="tab:red", show_box=True, show_
     left, top, right, bottom = d * _positive(stride, "stride")
     ends = ((x - left, y), (x, y - top), (x + right, y), (x, y + bottom))
     for (ex, ey), side, value in zip(ends, "ltrb", d):
-        ax.annotate("", xy=(ex, ey), xytext=(x, y), arrowprops=dict(arrowstyle="->", color=color, lw=1.5, shrinkA=0, shrinkB=0))
+        ax.annotate("", xy=(ex, ey), xytext=(x, y),
+                    arrowprops=dict(arrowstyle="->", color=color, lw=1.5, shrinkA=0, shrinkB=0))
         if show_text:
             horizontal = side in "lr"
             ax.text((x + ex) / 2, (y + ey) / 2, f"{side}={value:.2f}", fontsize=7, color=color, clip_on=True,
                     ha="center" if horizontal else "left", va="bottom" if horizontal else "center")
     if show_box:
-        ax.add_patch(Rectangle((x - left, y - top), left + right, top + bottom, fill=False, edgecolor=color, linestyle="--"))
+        ax.add_patch(Rectangle((x - left, y - top), left + right, top + bottom, fill=False, edgecolor=color,
+                               linestyle="--"))
     ax.plot([x], [y], marker="o", markersize=4, color=color)
     return ax
 
@@ -422,13 +436,14 @@ def draw_ltrb(ax, point, ltrb, stride=1.0, color="tab:red", show_box=True, show_
 def draw_distribution(ax, probs, target=None, color="tab:blue", target_color="tab:red", show_expectation=True):
     """Bar chart of one side's ``[R]`` bin probabilities, with the regression target marked.
 
-    DFL pulls probability onto the two bins around the target ``t`` with weights
+    DFL (GFL, Li et al., NeurIPS 2020) pulls probability onto the two bins around the target ``t`` with weights
     ``(right - t)`` and ``(t - left)``; those bins are outlined. The dotted line is the
     decoded distance ``sum_i i * P(i)`` (GFL's integral).
     """
     p = _array(probs, "probs", "[R] probabilities over reg_max + 1 bins", ndim=1).astype(np.float64)
     if len(p) < 2 or (p < 0).any() or p.sum() <= 0:
-        raise ValueError(f"probs must be [R] non-negative probabilities with R >= 2 (softmax the logits first), got {p.tolist()}")
+        raise ValueError("probs must be [R] non-negative probabilities with R >= 2 (softmax the logits first), "
+                         f"got {p.tolist()}")
     r = len(p)
     bins = np.arange(r)
     bars = ax.bar(bins, p, width=0.8, color=color, label="P(bin)")
@@ -443,9 +458,10 @@ def draw_distribution(ax, probs, target=None, color="tab:blue", target_color="ta
         ax.axvline(t, color=target_color, linestyle="--",
                    label=f"target = {t:.2f}\nDFL: {lo + 1 - t:.2f} on {lo}, {t - lo:.2f} on {lo + 1}")
     if show_expectation:
-        ax.axvline(float((p * bins).sum() / p.sum()), color="black", linestyle=":",
-                   label=f"expected = {(p * bins).sum() / p.sum():.2f}")
+        expected = float((p * bins).sum() / p.sum())
+        ax.axvline(expected, color="black", linestyle=":", label=f"expected = {expected:.2f}")
     ax.set_xticks(bins)
+    ax.set_ylim(0, 1.6 * p.max())  # headroom for the legend
     ax.set_xlabel("distance bin (stride units)")
     ax.set_ylabel("probability")
     ax.legend(fontsize=7)

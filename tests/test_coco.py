@@ -71,3 +71,44 @@ def test_bad_files_are_named(tmp_path):
     (tmp_path / "a.png").write_bytes(b"not an image")
     with pytest.raises(OSError, match="cannot read image .*a.png"):
         CocoDetection(tmp_path, ann_file)[0]
+
+
+def test_the_batch_photos_pad_to_the_traced_800_by_1248():
+    """coffee + motorcycle through torchvision's transform give the 25 x 39 stride-32 grid of note 001."""
+    from torchvision.models.detection.transform import GeneralizedRCNNTransform
+
+    ds = CocoDetection(PHOTOS, PHOTOS / "annotations.json", label_offset=1)
+    transform = GeneralizedRCNNTransform(800, 1333, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]).eval()
+    image_list, _ = transform([ds[0][0], ds[1][0]])
+    assert list(image_list.tensors.shape) == [2, 3, 800, 1248]
+    # 390 x 600 scales by 800/390, and floor(390 * (800/390)) is 799 in floating point
+    assert image_list.image_sizes == [(799, 1230), (800, 1185)]
+
+
+@pytest.mark.parametrize("label_offset", [0, 1])
+def test_label_offset_and_its_inverse(label_offset):
+    ds = CocoDetection(PHOTOS, PHOTOS / "annotations.json", label_offset=label_offset)
+    labels = sorted(ds.label_to_category_id)
+    assert labels == list(range(label_offset, label_offset + 5))
+    assert all(ds.category_id_to_label[ds.label_to_category_id[label]] == label for label in labels)
+    assert ds.class_names[label_offset] == "bicycle"  # the smallest category id, 2
+    coco_ids = [ds.label_to_category_id[int(label)] for label in ds[1][1]["labels"]]
+    assert coco_ids == [4, 2]  # motorcycle, bicycle: back to COCO ids for a results file
+
+
+def test_gray_image_becomes_three_channels(tmp_path):
+    ann_file = _write(tmp_path, [{"id": 1, "file_name": "a.png", "width": 6, "height": 4}], [])
+    Image.new("L", (6, 4), 51).save(tmp_path / "a.png")
+    image, _ = CocoDetection(tmp_path, ann_file)[0]
+    assert_close(image, torch.full((3, 4, 6), 0.2))
+
+
+def test_annotation_files_that_are_not_coco_are_named(tmp_path):
+    not_an_object = tmp_path / "list.json"
+    not_an_object.write_text("[]")
+    with pytest.raises(ValueError, match="list.json is not a readable COCO annotation file"):
+        CocoDetection(tmp_path, not_an_object)
+    annotations = [{"id": 1, "image_id": 1, "category_id": 99, "bbox": [0, 0, 2, 2], "area": 4, "iscrowd": 0}]
+    ann_file = _write(tmp_path, [{"id": 1, "file_name": "a.png", "width": 8, "height": 8}], annotations)
+    with pytest.raises(ValueError, match=r"ann.json: annotations use category ids \[99\] that are not in"):
+        CocoDetection(tmp_path, ann_file)

@@ -560,34 +560,85 @@ def test_trace_values_cannot_be_changed_through_lookups():
 
 # ---------------------------------------------------------------------------- the other trace files
 OTHER_TRACES = sorted(p.stem for p in TRACES_DIR.glob("*.json") if p.stem != TRACE_NAME)
+# An entry may quote a second note of the same trace (seed001_003 quotes notes 001 and 003); its
+# "note" key names the file its lines count in. Trace.quote always reads the trace's own note.
+ENTRY_NOTE_KEY = "note"
+
+
+def _note_lines(note: str) -> list[str]:
+    return (NOTES_DIR / note).read_text(encoding="utf-8").splitlines()
 
 
 @pytest.mark.parametrize("trace_name", OTHER_TRACES)
 def test_other_traces_quote_their_notes(trace_name):
     """Schema, and every "numbers" entry's numbers appear, in order, as text on its quoted lines
-    (a looser reading than above: "level5" and "1x1" count, thousands separators are ignored)."""
+    (a looser reading than above: "level5" and "1x1" count, thousands separators are ignored),
+    on ``lines`` and on every ``also_lines`` range, in the entry's own note where it names one."""
     trace = load_trace(trace_name)
-    lines = trace.note_lines()
     assert trace.names(), f"{trace_name} has no entries"
     for name in trace.names():
         entry = trace.entry(name)
         assert not [k for k in ENTRY_KEYS if k not in entry], (trace_name, name)
-        first, last = entry["lines"]
-        assert 1 <= first <= last <= len(lines), (trace_name, name, first, last)
-        if entry["quote"] != "numbers":
-            assert entry.get("remark"), f"{trace_name}: derived entry {name} must say how it was built"
-            continue
-        text = re.sub(r"(?<=\d),(?=\d{3})", "", "\n".join(lines[first - 1:last]))
-        position = 0
-        for x in (v for v in leaves(entry["value"]) if not isinstance(v, str)):
-            if isinstance(x, bool):
-                forms = [str(x)]
-            elif entry["decimals"] is None and float(x).is_integer():
-                forms = [str(int(x))]
-            else:  # numpy prints 2.666 beside 2.6643598 in one array: accept dropped trailing zeros
-                full = f"{x:.{entry['decimals'] or 6}f}"
-                forms = [full, full.rstrip("0").rstrip(".")]
-            hits = [(text.find(form, position), form) for form in forms if text.find(form, position) >= 0]
-            assert hits, f"{trace_name}: {name} value {forms[0]} is not printed (in order) on lines {first}-{last}"
-            found, form = min(hits)
-            position = found + len(form)
+        assert set(entry) <= set(ENTRY_KEYS) | {"remark", "also_lines", ENTRY_NOTE_KEY}, (trace_name, name, sorted(entry))
+        note = entry.get(ENTRY_NOTE_KEY, trace.note)
+        assert (NOTES_DIR / note).is_file(), (trace_name, name, note)
+        if note != trace.note:
+            assert note in trace.description, f"{trace_name}: {name} quotes {note}; the description must say so"
+        lines = _note_lines(note)
+        for first, last in [entry["lines"], *entry.get("also_lines", [])]:
+            assert 1 <= first <= last <= len(lines), (trace_name, name, first, last)
+            if entry["quote"] != "numbers":
+                assert entry.get("remark"), f"{trace_name}: derived entry {name} must say how it was built"
+                continue
+            _assert_printed_in_order(trace_name, name, entry, lines, first, last)
+
+
+def _assert_printed_in_order(trace_name, name, entry, lines, first, last):
+    text = re.sub(r"(?<=\d),(?=\d{3})", "", "\n".join(lines[first - 1:last]))
+    position = 0
+    for x in (v for v in leaves(entry["value"]) if not isinstance(v, str)):
+        if isinstance(x, bool):
+            forms = [str(x)]
+        elif entry["decimals"] is None and float(x).is_integer():
+            forms = [str(int(x))]
+        else:  # numpy prints 2.666 beside 2.6643598 in one array: accept dropped trailing zeros
+            full = f"{x:.{entry['decimals'] or 6}f}"
+            forms = [full, full.rstrip("0").rstrip(".")]
+        hits = [(text.find(form, position), form) for form in forms if text.find(form, position) >= 0]
+        assert hits, f"{trace_name}: {name} value {forms[0]} is not printed (in order) on lines {first}-{last}"
+        found, form = min(hits)
+        position = found + len(form)
+
+
+def test_the_faster_rcnn_trace_is_consistent():
+    """Notes 001/003: one stride-32 level of 25 x 39 cells, A = 5 sizes x 3 ratios, a batch of 2."""
+    from torchvision.models.detection._utils import Matcher
+
+    trace = load_trace("seed001_003_faster_rcnn")
+    sizes, ratios = trace["rpn.anchor_sizes_x_ratios"]
+    batch, a, h, w = trace["rpn.objectness_shape"]
+    assert a == sizes * ratios == 15 and trace["rpn.pred_bbox_deltas_shape"] == [batch, 4 * a, h, w]
+    n = a * h * w  # 14625 anchors per image
+    assert trace["rpn.num_anchors_per_level_shape_tensors"] == [[a, h, w]] and trace["rpn.num_anchors_per_level"] == [n]
+    assert trace["rpn.anchors_shapes"] == [[n, 4]] * batch
+    assert trace["rpn.concat_objectness_shape"] == [batch * n, 1] and trace["rpn.concat_deltas_shape"] == [batch * n, 4]
+    assert trace["rpn.proposals_decoded_shape"] == [batch * n, 1, 4] and trace["rpn.proposals_shape"] == [batch, n, 4]
+    assert trace["rpn.match_quality_matrix_shape"][1] == n
+    assert trace["rpn.labels_shapes"] == [[n]] * batch and trace["rpn.matched_gt_boxes_shapes"] == [[n, 4]] * batch
+    assert all(k <= trace["rpn.post_nms_top_n"] for k in trace["rpn.kept_proposals"])
+    # the note's matched_idxs labels are swapped with respect to torchvision's sentinels
+    noted_low, noted_between = trace["rpn.matched_idxs_sentinels"]
+    assert (noted_low, noted_between) == (Matcher.BETWEEN_THRESHOLDS, Matcher.BELOW_LOW_THRESHOLD)
+    fill = trace["rpn.label_fill"]
+    assert sorted([fill["background"], fill["discarded"], 1]) == trace["rpn.label_values"]
+    assert trace["note003.anchor_labels"] == {"negative": fill["background"], "hard_negative": fill["discarded"]}
+    assert trace["note003.label_values"] == [fill["background"], 1]
+
+
+def test_quote_reads_an_entrys_own_note():
+    trace = load_trace("seed001_003_faster_rcnn")
+    entry = trace.entry("note003.anchor_labels")
+    first, last = entry["lines"]
+    expected = (NOTES_DIR / entry["note"]).read_text(encoding="utf-8").splitlines()[first - 1:last]
+    assert trace.quote("note003.anchor_labels") == "\n".join(expected)
+    assert trace.quote("rpn.objectness_shape") == "\n".join(trace.note_lines()[27:28])

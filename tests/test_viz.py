@@ -5,6 +5,7 @@ Regenerate the baselines after a deliberate change with
 ``pytest tests/test_viz.py -p no:nbval -o addopts="--mpl-generate-path=tests/baseline"``.
 """
 import ast
+from pathlib import Path
 
 import matplotlib
 import numpy as np
@@ -53,7 +54,7 @@ def gradient_image_hwc(h=64, w=64):
 
 
 def new_axes(figsize=(3, 3)):
-    fig = Figure(figsize=figsize)
+    fig = Figure(figsize=figsize, layout="constrained")
     return fig, fig.add_subplot()
 
 
@@ -127,7 +128,7 @@ def test_figure_iou_histogram():
 
 @pytest.mark.mpl_image_compare(**MPL)
 def test_figure_ltrb_and_distribution():
-    fig = Figure(figsize=(6, 3))
+    fig = Figure(figsize=(6, 3), layout="constrained")
     left, right = fig.subplots(1, 2)
     viz.blank_canvas(left, (64, 64))
     viz.draw_ltrb(left, (28.0, 28.0), torch.tensor([2.0, 1.5, 3.0, 2.5]), stride=8)
@@ -355,7 +356,7 @@ def test_ltrb_box_is_the_decoded_box():
 
 
 def test_module_leaves_pyplot_alone():
-    tree = ast.parse(open(viz.__file__, encoding="utf-8").read())
+    tree = ast.parse(Path(viz.__file__).read_text(encoding="utf-8"))
     imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     assert not any("pyplot" in name for name in imported)

@@ -1,4 +1,4 @@
-"""Write the photos of data/photos/ from scikit-image's bundled public-domain images.
+"""Write the photos of data/photos/ from images bundled with scikit-image (licences: data/photos/README.md).
 
     python tools/make_photos.py
 

@@ -48,10 +48,15 @@ class CocoDetection(Dataset):
         try:
             with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress lines
                 self.coco = COCO(str(ann_file))
-        except (ValueError, KeyError, TypeError) as err:  # json errors are ValueErrors
+        except (ValueError, KeyError, TypeError, AssertionError) as err:
+            # json errors are ValueErrors; pycocotools asserts that the top level is an object
             raise ValueError(f"{ann_file} is not a readable COCO annotation file: {err}") from err
         self.image_ids = sorted(self.coco.getImgIds())
         category_ids = sorted(self.coco.getCatIds())
+        unknown = sorted({ann["category_id"] for ann in self.coco.anns.values()} - set(category_ids))
+        if unknown:
+            raise ValueError(f"{ann_file}: annotations use category ids {unknown} that are not in its "
+                             f"'categories' (ids {category_ids})")
         self.category_id_to_label = {cid: label_offset + i for i, cid in enumerate(category_ids)}
         self.label_to_category_id = {label: cid for cid, label in self.category_id_to_label.items()}
         self.class_names = {label: self.coco.cats[cid]["name"] for cid, label in self.category_id_to_label.items()}
