@@ -1,20 +1,27 @@
-"""A small training loop for NanoDet-m (the GFL head) on a COCO folder, and its evaluation.
+"""One training loop for every model family (:mod:`detviz.families`), and checkpoint evaluation.
 
-``train(TrainConfig(...))`` runs, for each step:
+``train(TrainConfig(model="gfl"))`` runs, for each step:
 
-1. take the next ``batch_size`` images of a shuffled epoch (a new permutation each epoch);
-2. warp each image and its boxes to ``input_size`` x ``input_size`` with
-   :class:`detviz.augment.NanoDetWarp` (random scale, flip, shift; boxes follow);
-3. normalise, run the model, sum the GFL losses (QFL + GIoU + DFL), stop on a NaN/Inf;
-4. clip the gradient norm (35, as NanoDet) and take an SGD or AdamW step, the learning rate
-   warmed up linearly over ``warmup_steps``;
-5. append the losses to ``OUT/log.csv``; every ``checkpoint_every`` steps and at the end,
-   write ``OUT/checkpoint.pt`` atomically (temp file, then ``os.replace``).
+1. the step's images (:mod:`detviz.train_data`: fixed by the seed and the step number),
+   each warped to ``input_size`` x ``input_size`` by :class:`detviz.augment.NanoDetWarp`
+   (random scale, flip and shift; boxes follow), built by ``workers`` DataLoader processes;
+2. the family's losses, summed; a NaN or Inf stops the run with the step and the losses;
+3. backward, gradient-norm clipping at 35 (NanoDet's), an SGD or AdamW step at the rate of
+   :func:`detviz.optim.learning_rate` (warm-up, then cosine), and the EMA update;
+4. a row of ``OUT/log.csv`` (step, rate, losses); every ``eval_every`` steps (and at the end)
+   the COCO metrics of the EMA weights on ``val_data``, appended to ``OUT/metrics.json``;
+   every ``checkpoint_every`` steps and at the end ``OUT/checkpoint.pt``, written atomically,
+   and at the end ``OUT/model.pt``, the EMA weights alone for inference.
 
-Every random draw of the loop comes from two torch generators: the global one (model
-initialisation) and a data generator (epoch permutations and warps). The checkpoint keeps
-both states, the epoch permutation and its cursor, so ``resume`` continues exactly as an
-uninterrupted run would.
+Resuming restores the weights, the optimizer, the EMA, the step and the global random state;
+the data needs nothing more, so a run stopped and resumed gives the same weights as one
+that never stopped (not so with ``time_budget``, whose schedule follows the clock).
+
+Devices: CPU by default; on CUDA the forward pass runs under float16 autocast with a
+gradient scaler (``amp``) and the model and images are channels-last (``channels_last``).
+Under ``torchrun`` (``WORLD_SIZE`` > 1) the model is wrapped in DistributedDataParallel
+(NCCL on CUDA, gloo on CPU), each process takes its share of every global batch, and only
+rank 0 writes logs, metrics and checkpoints.
 """
 from __future__ import annotations
 
@@ -23,46 +30,64 @@ import json
 import math
 import os
 import tempfile
-from dataclasses import asdict, dataclass, fields
+import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from torch import Tensor
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
 
 from detviz.augment import NanoDetWarp
 from detviz.datasets.coco import CocoDetection
-from detviz.models.nanodet import NanoDet, NanoDetConfig, build_nanodet
-from detviz.predict import normalize_images
+from detviz.families import Family, get_family
+from detviz.optim import SCHEDULES, ModelEMA, learning_rate
+from detviz.train_data import AugmentedSamples, StepBatches, collate_square
 
-__all__ = ["MODEL_FAMILIES", "TrainConfig", "train", "load_checkpoint", "build_model_from_checkpoint",
-           "open_dataset", "synthetic_train_dir", "evaluate_checkpoint", "finite_metrics", "dumps_metrics",
-           "CHECKPOINT_NAME", "LOG_NAME"]
+__all__ = ["TrainConfig", "train", "load_checkpoint", "build_model_from_checkpoint", "open_dataset",
+           "synthetic_train_dir", "predict_dataset", "evaluate_model", "evaluate_checkpoint", "finite_metrics",
+           "dumps_metrics", "CHECKPOINT_NAME", "MODEL_NAME", "LOG_NAME", "METRICS_NAME"]
 
-MODEL_FAMILIES = ("gfl",)  # NanoDet-m; the only family this loop trains
-CHECKPOINT_NAME, LOG_NAME = "checkpoint.pt", "log.csv"
-LOSS_NAMES = ("loss_qfl", "loss_bbox", "loss_dfl")
+CHECKPOINT_NAME, MODEL_NAME, LOG_NAME, METRICS_NAME = "checkpoint.pt", "model.pt", "log.csv", "metrics.json"
 GRAD_CLIP = 35.0  # NanoDet's grad_clip
 DEFAULT_LR = {"sgd": 0.01, "adamw": 1e-3}
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2
 
 
 @dataclass
 class TrainConfig:
-    """Settings of one run. ``data=None`` trains on a generated synthetic split cached in
-    ``cache_dir`` (``synthetic_images`` images of ``synthetic_size`` px, seed ``synthetic_seed``)."""
+    """Settings of one run.
+
+    ``data=None`` trains on a generated synthetic split cached in ``cache_dir``
+    (``synthetic_images`` images of ``synthetic_size`` px, seed ``synthetic_seed``).
+    ``batch_size`` is per process. ``time_budget`` (seconds) ends the run when it is spent,
+    ``steps`` then being an upper bound, and drives the schedule by elapsed time.
+    ``ema_decay=0`` keeps no average. ``amp``/``channels_last`` None: on exactly on CUDA.
+    """
 
     model: str = "gfl"
     data: str | None = None
+    val_data: str | None = None
     out: str = "runs/gfl"
     steps: int = 100
     batch_size: int = 8
     input_size: int = 320
-    optimizer: str = "sgd"
+    optimizer: str = "adamw"
     lr: float | None = None  # None: DEFAULT_LR[optimizer]
     momentum: float = 0.9
-    weight_decay: float = 1e-4
+    weight_decay: float = 0.05
+    schedule: str = "cosine"
     warmup_steps: int = 0
+    min_lr_ratio: float = 0.05
+    ema_decay: float = 0.0
+    time_budget: float | None = None
     seed: int = 0
+    workers: int = 0
+    device: str = "cpu"
+    amp: bool | None = None
+    channels_last: bool | None = None
+    eval_every: int = 0  # 0: only at the end (when val_data is given)
     checkpoint_every: int = 0  # 0: only at the end
     resume: str | None = None
     cache_dir: str | None = None  # None: $XDG_CACHE_HOME/detviz or ~/.cache/detviz
@@ -88,41 +113,11 @@ def synthetic_train_dir(config: TrainConfig) -> Path:
 
 
 def open_dataset(folder: str | Path) -> CocoDetection:
-    """``folder/images`` + ``folder/annotations.json`` with dense-head labels 0..C-1."""
+    """``folder/images`` + ``folder/annotations.json`` with labels 0..C-1."""
     folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"dataset folder {folder} does not exist (expected images/ + annotations.json)")
     return CocoDetection(folder / "images", folder / "annotations.json", label_offset=0)
-
-
-class _Batches:
-    """Shuffled epochs of indices, drawn with ``generator``; the last partial batch of an epoch is dropped."""
-
-    def __init__(self, num_items: int, batch_size: int, generator: torch.Generator):
-        if batch_size > num_items:
-            raise ValueError(f"batch_size ({batch_size}) must not exceed the number of images ({num_items})")
-        self.num_items, self.batch_size, self.generator = num_items, batch_size, generator
-        self.order: list[int] = []
-        self.cursor = 0
-
-    def next(self) -> list[int]:
-        if self.cursor + self.batch_size > len(self.order):
-            self.order = torch.randperm(self.num_items, generator=self.generator).tolist()
-            self.cursor = 0
-        batch = self.order[self.cursor:self.cursor + self.batch_size]
-        self.cursor += self.batch_size
-        return batch
-
-
-def _warped_batch(dataset: CocoDetection, indices: list[int], warp: NanoDetWarp, generator: torch.Generator
-                  ) -> tuple[Tensor, list[Tensor], list[Tensor]]:
-    """images [B, 3, S, S] normalised, and per image boxes [M, 4] xyxy input pixels and labels [M]."""
-    images, boxes, labels = [], [], []
-    for index in indices:
-        image, target = dataset[index]
-        image, target, _ = warp(image, {"boxes": target["boxes"], "labels": target["labels"]}, generator)
-        images.append(image)
-        boxes.append(target["boxes"])
-        labels.append(target["labels"])
-    return normalize_images(torch.stack(images)), boxes, labels  # B x [3, S, S] -> [B, 3, S, S]
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -139,171 +134,335 @@ def _save_atomic(obj: dict, path: Path) -> None:
         raise
 
 
-def load_checkpoint(path: str | Path, *, model_family: str = "gfl", num_classes: int | None = None) -> dict:
-    """Read a checkpoint written by :func:`train` and check what it holds.
+def load_checkpoint(path: str | Path, *, model_family: str | None = None, num_classes: int | None = None,
+                    for_resume: bool = False) -> dict:
+    """Read ``checkpoint.pt`` or ``model.pt`` written by :func:`train` and check what it holds.
 
+    Args:
+        model_family: when given, the family the checkpoint must hold.
+        num_classes: when given, the class count it must hold.
+        for_resume: the file must be a full training checkpoint, not inference weights.
     Raises:
         FileNotFoundError: no file at ``path``.
-        ValueError: not a detviz training checkpoint, another model family, or (when
-            ``num_classes`` is given) another number of classes.
+        ValueError: not a detviz checkpoint, another model family or class count, or
+            inference weights given to resume.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for a damaged or foreign file
+        raise ValueError(f"cannot read checkpoint {path}: {type(err).__name__}: {str(err)[:200]}") from err
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a detviz training checkpoint (format {CHECKPOINT_FORMAT})")
-    if checkpoint["model_family"] != model_family:
+        raise ValueError(f"{path} is not a detviz checkpoint (format {CHECKPOINT_FORMAT})")
+    if model_family is not None and checkpoint["model_family"] != model_family:
         raise ValueError(f"{path} holds a model of family {checkpoint['model_family']!r}, expected {model_family!r}")
     if num_classes is not None and checkpoint["num_classes"] != num_classes:
         raise ValueError(f"{path} holds a model for num_classes={checkpoint['num_classes']}, but the data has "
                          f"{num_classes} classes")
+    if for_resume and "optimizer" not in checkpoint:
+        raise ValueError(f"{path} holds inference weights only; resume needs the {CHECKPOINT_NAME} of a run")
     return checkpoint
 
 
-def build_model_from_checkpoint(checkpoint: dict) -> NanoDet:
-    """NanoDet-m built from the checkpoint's config, with its weights loaded."""
-    names = {f.name for f in fields(NanoDetConfig)}
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in checkpoint["model_config"].items() if k in names}
-    model = build_nanodet(NanoDetConfig(**values))
-    model.load_state_dict(checkpoint["model"])
+def build_model_from_checkpoint(checkpoint: dict, *, ema: bool = True) -> nn.Module:
+    """The checkpoint's model with its weights: the EMA weights when it has them and ``ema``."""
+    family = get_family(checkpoint["model_family"])
+    model = family.rebuild(checkpoint["model_config"])
+    weights = checkpoint["ema"]["module"] if ema and checkpoint.get("ema") else checkpoint["model"]
+    model.load_state_dict(weights)
     return model
+
+
+# ---------------------------------------------------------------- distributed
+
+class _Distributed:
+    """rank/world size under torchrun; a process group is started here and ended by :meth:`close`."""
+
+    def __init__(self, device: torch.device):
+        self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        self.started = False
+        if self.world_size > 1 and not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+            self.started = True
+        self.rank = dist.get_rank() if self.world_size > 1 else 0
+        self.device = device
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def mean(self, values: Tensor) -> Tensor:
+        if self.world_size > 1:
+            values = values.clone()
+            dist.all_reduce(values)
+            values /= self.world_size
+        return values
+
+    def from_main(self, value: float) -> float:
+        if self.world_size == 1:
+            return value
+        box = torch.tensor([value], dtype=torch.float64, device=self.device)
+        dist.broadcast(box, 0)
+        return float(box)
+
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            dist.barrier()
+
+    def close(self) -> None:
+        if self.started:
+            dist.destroy_process_group()
+
+
+def _device(config: TrainConfig) -> torch.device:
+    device = torch.device(config.device)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {config.device!r} asked for, but CUDA is not available")
+        if device.index is None:
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    return device
 
 
 # ---------------------------------------------------------------- the loop
 
-def _optimizer(config: TrainConfig, model: NanoDet) -> torch.optim.Optimizer:
-    lr = config.lr if config.lr is not None else DEFAULT_LR[config.optimizer]
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=lr, momentum=config.momentum,
-                               weight_decay=config.weight_decay)
-    return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=config.weight_decay)
-
-
-def _check_config(config: TrainConfig) -> None:
-    if config.model not in MODEL_FAMILIES:
-        raise ValueError(f"model must be one of {MODEL_FAMILIES}, got {config.model!r}")
+def _check_config(config: TrainConfig, family: Family) -> None:
     if config.optimizer not in DEFAULT_LR:
         raise ValueError(f"optimizer must be one of {tuple(DEFAULT_LR)}, got {config.optimizer!r}")
+    if config.schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {config.schedule!r}")
     for name in ("steps", "batch_size", "input_size"):
         if getattr(config, name) < 1:
             raise ValueError(f"{name} must be >= 1, got {getattr(config, name)!r}")
-    if config.input_size % max(NanoDetConfig.strides):
-        raise ValueError(f"input_size must be a multiple of {max(NanoDetConfig.strides)}, got {config.input_size}")
+    for name in ("workers", "warmup_steps", "eval_every", "checkpoint_every"):
+        if getattr(config, name) < 0:
+            raise ValueError(f"{name} must be >= 0, got {getattr(config, name)!r}")
+    if config.input_size % family.size_multiple:
+        raise ValueError(f"input_size must be a multiple of {family.size_multiple}, got {config.input_size}")
+    if not 0.0 <= config.ema_decay < 1.0:
+        raise ValueError(f"ema_decay must be in [0, 1), got {config.ema_decay!r}")
+    if config.time_budget is not None and config.time_budget <= 0:
+        raise ValueError(f"time_budget must be a positive number of seconds, got {config.time_budget!r}")
 
 
-def _progress(config: TrainConfig, start: int):
-    """tqdm.auto's bar when tqdm is installed and wanted, else None (plain prints)."""
+def _optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    lr = config.lr if config.lr is not None else DEFAULT_LR[config.optimizer]
+    # no weight decay on BatchNorm weights and on biases (1-d tensors), as is usual for detectors
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() > 1]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() <= 1]
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=config.momentum)
+    return torch.optim.AdamW(groups, lr=lr)
+
+
+def _progress_bar(config: TrainConfig, start: int):
+    """tqdm.auto's bar (a widget in Jupyter, text in a terminal), or None when unwanted."""
     if not config.progress:
         return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=config.steps, initial=start, desc="train")
+    from tqdm.auto import tqdm
+    return tqdm(total=config.steps, initial=start, desc=f"train {config.model}", dynamic_ncols=True)
 
 
-def _open_log(path: Path, resumed_step: int):
-    """The CSV log, keeping only rows up to ``resumed_step`` (a resume from an older checkpoint drops the rest)."""
-    rows = []
+class _CsvLog:
+    """``log.csv``: one row per step; a resume keeps the rows up to its step and drops the rest."""
+
+    def __init__(self, path: Path, resumed_step: int):
+        self.path, self.rows, self.file, self.writer = path, [], None, None
+        if resumed_step and path.is_file():
+            with path.open(newline="") as f:
+                self.rows = [row for row in csv.DictReader(f) if int(row["step"]) <= resumed_step]
+
+    def write(self, row: dict) -> None:
+        if self.writer is None:
+            self.file = self.path.open("w", newline="")
+            self.writer = csv.DictWriter(self.file, fieldnames=list(row))
+            self.writer.writeheader()
+            self.writer.writerows(self.rows)
+        self.writer.writerow(row)
+        self.file.flush()
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+
+
+def _metrics_history(path: Path, resumed_step: int) -> list[dict]:
     if resumed_step and path.is_file():
-        with path.open(newline="") as f:
-            rows = [row for row in csv.DictReader(f) if int(row["step"]) <= resumed_step]
-    columns = ["step", "lr", "loss", *LOSS_NAMES]
-    f = path.open("w", newline="")
-    writer = csv.DictWriter(f, fieldnames=columns)
-    writer.writeheader()
-    writer.writerows(rows)
-    return f, writer
+        return [m for m in json.loads(path.read_text()) if m["step"] <= resumed_step]
+    return []
 
 
 def train(config: TrainConfig) -> dict:
-    """Train NanoDet-m for ``config.steps`` steps in total (a resumed run continues its count).
+    """Train ``config.model`` for ``config.steps`` steps in total (a resumed run continues its count).
 
     Returns:
-        ``dict(step=int, losses=[{name: float} per step run now], checkpoint=Path, log=Path)``.
+        ``dict(step=int, losses=[{name: float} per step run now], metrics=[{step, mAP, ...}],
+        checkpoint=Path, model=Path, log=Path, seconds=float, images_per_second=float,
+        module=the trained model, ema_module=its average or None)``.
 
     Raises:
         ValueError: bad settings, or ``resume`` names a checkpoint of another model family
             or class count.
         FloatingPointError: a loss became NaN or Inf.
+        OSError: an image could not be read (the message names the file).
     """
-    _check_config(config)
+    family = get_family(config.model)
+    _check_config(config, family)
+    device = _device(config)
+    world = _Distributed(device)
+    try:
+        return _train(config, family, device, world)
+    finally:
+        world.close()
+
+
+def _train(config: TrainConfig, family: Family, device: torch.device, world: _Distributed) -> dict:
     out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
+    if world.main:
+        out.mkdir(parents=True, exist_ok=True)
     dataset = open_dataset(config.data if config.data else synthetic_train_dir(config))
     num_classes = len(dataset.label_to_category_id)
+    val_dataset = open_dataset(config.val_data) if config.val_data else None
+    if val_dataset is not None and val_dataset.label_to_category_id != dataset.label_to_category_id:
+        raise ValueError(f"val_data {config.val_data} has the categories {val_dataset.label_to_category_id}, the "
+                         f"training data {dataset.label_to_category_id} (label: category id)")
+    amp = device.type == "cuda" if config.amp is None else config.amp and device.type == "cuda"
+    channels_last = device.type == "cuda" if config.channels_last is None else config.channels_last
 
     torch.manual_seed(config.seed)
-    model = build_nanodet(NanoDetConfig(num_classes=num_classes, input_size=config.input_size))
-    optimizer = _optimizer(config, model)
-    data_rng = torch.Generator().manual_seed(config.seed)
-    batches = _Batches(len(dataset), config.batch_size, data_rng)
-    step = 0
+    module = family.build(num_classes, config.input_size).to(device)
+    if channels_last:
+        module = module.to(memory_format=torch.channels_last)
+    ema = ModelEMA(module, config.ema_decay) if config.ema_decay else None
+    optimizer = _optimizer(config, module)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    step, elapsed_before = 0, 0.0
     if config.resume:
-        checkpoint = load_checkpoint(config.resume, model_family=config.model, num_classes=num_classes)
-        model.load_state_dict(checkpoint["model"])
+        checkpoint = load_checkpoint(config.resume, model_family=config.model, num_classes=num_classes,
+                                     for_resume=True)
+        module.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
-        step = checkpoint["step"]
+        scaler.load_state_dict(checkpoint["scaler"])
+        if ema is not None and checkpoint.get("ema"):
+            ema.load_state_dict(checkpoint["ema"])
+        step, elapsed_before = checkpoint["step"], checkpoint.get("seconds", 0.0)
         torch.set_rng_state(checkpoint["rng"]["torch"])
-        data_rng.set_state(checkpoint["rng"]["data"])
-        batches.order, batches.cursor = list(checkpoint["batches"]["order"]), checkpoint["batches"]["cursor"]
+        if device.type == "cuda" and checkpoint["rng"].get("cuda") is not None:
+            torch.cuda.set_rng_state(checkpoint["rng"]["cuda"], device)
+    model = module
+    if world.world_size > 1:
+        model = nn.parallel.DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
 
     warp = NanoDetWarp((config.input_size, config.input_size))
+    batches = StepBatches(len(dataset), config.batch_size, config.seed, step, config.steps, rank=world.rank,
+                          world_size=world.world_size)
+    loader = DataLoader(AugmentedSamples(dataset, warp, config.seed), batch_sampler=batches,
+                        num_workers=config.workers, collate_fn=collate_square, pin_memory=device.type == "cuda",
+                        generator=torch.Generator().manual_seed(config.seed))  # leaves the global RNG alone
     base_lr = config.lr if config.lr is not None else DEFAULT_LR[config.optimizer]
-    checkpoint_path, log_path = out / CHECKPOINT_NAME, out / LOG_NAME
-    log_file, log = _open_log(log_path, step)
-    bar = _progress(config, step)
-    losses_run = []
+    checkpoint_path, model_path = out / CHECKPOINT_NAME, out / MODEL_NAME
+    log = _CsvLog(out / LOG_NAME, step) if world.main else None
+    metrics = _metrics_history(out / METRICS_NAME, step) if world.main else []
+    bar = _progress_bar(config, step) if world.main else None
+    losses_run: list[dict] = []
+    images_run = 0
 
-    def save() -> None:
-        _save_atomic({
-            "format": CHECKPOINT_FORMAT, "model_family": config.model, "num_classes": num_classes,
-            "model_config": asdict(model.cfg), "train_config": asdict(config),
-            "label_to_category_id": dict(dataset.label_to_category_id), "step": step,
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "rng": {"torch": torch.get_rng_state(), "data": data_rng.get_state()},
-            "batches": {"order": list(batches.order), "cursor": batches.cursor},
-        }, checkpoint_path)
+    def checkpoint_dict(full: bool) -> dict:
+        state = {"format": CHECKPOINT_FORMAT, "model_family": config.model, "num_classes": num_classes,
+                 "model_config": family.model_config(module), "train_config": asdict(config),
+                 "label_to_category_id": dict(dataset.label_to_category_id), "step": step,
+                 "seconds": elapsed_before + time.perf_counter() - start_time}
+        if full:
+            return {**state, "model": module.state_dict(), "ema": ema.state_dict() if ema else None,
+                    "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+                    "rng": {"torch": torch.get_rng_state(),
+                            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}}
+        return {**state, "model": (ema.module if ema else module).state_dict()}
 
-    model.train()
+    def evaluate_now() -> None:
+        if val_dataset is None or not world.main:
+            return
+        scored = ema.module if ema else module
+        was_training = scored.training
+        scored.eval()
+        result = evaluate_model(family, scored, val_dataset, config.input_size)
+        scored.train(was_training)
+        metrics.append({"step": step, **finite_metrics(result)})
+        (out / METRICS_NAME).write_text(json.dumps(metrics, indent=1, allow_nan=False) + "\n")
+        if bar is not None:
+            bar.write(f"step {step}: mAP {result['mAP']:.4f} AP50 {result['AP50']:.4f}")
+
+    start_time = time.perf_counter()
+    module.train()
     try:
-        while step < config.steps:
-            lr = base_lr * min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else base_lr
+        for images, boxes, labels in loader:
+            elapsed = time.perf_counter() - start_time
+            progress = step / config.steps
+            if config.time_budget is not None:
+                progress = world.from_main((elapsed_before + elapsed) / config.time_budget)
+                if progress >= 1.0:
+                    break
+            lr = learning_rate(base_lr, step, progress, warmup_steps=config.warmup_steps,
+                               schedule=config.schedule, min_ratio=config.min_lr_ratio)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            images, boxes, labels = _warped_batch(dataset, batches.next(), warp, data_rng)
-            cls_scores, bbox_preds = model(images)
-            loss_dict = model.loss(cls_scores, bbox_preds, boxes, labels)
+            images = images.to(device, non_blocking=True)
+            if channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            boxes = [b.to(device) for b in boxes]
+            labels = [lab.to(device) for lab in labels]
+            loss_dict = family.loss(model, module, images, boxes, labels, amp)
             loss = sum(loss_dict.values())
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"step {step + 1}: loss is {float(loss)} "
                                          f"({ {k: float(v) for k, v in loss_dict.items()} })")
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
-            optimizer.step()
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(module.parameters(), GRAD_CLIP)
+            scaler.step(optimizer)
+            scaler.update()
+            if ema is not None:
+                ema.update(module)
             step += 1
+            images_run += images.shape[0] * world.world_size
 
-            values = {"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in loss_dict.items()}}
-            losses_run.append(values)
-            log.writerow({"step": step, "lr": lr, **values})
-            log_file.flush()
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{values['loss']:.4f}")
-            elif config.progress:
-                print(f"step {step}/{config.steps} " + " ".join(f"{k}={v:.4f}" for k, v in values.items()),
-                      flush=True)
-            if config.checkpoint_every and step % config.checkpoint_every == 0:
-                save()
-        save()
+            values = world.mean(torch.stack([loss.detach(), *(v.detach() for v in loss_dict.values())]).float())
+            row = dict(zip(["loss", *loss_dict], values.tolist()))
+            losses_run.append(row)
+            if world.main:
+                log.write({"step": step, "lr": lr, **row})
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{lr:.2e}")
+            if config.eval_every and step % config.eval_every == 0 and step < config.steps:
+                evaluate_now()
+            if config.checkpoint_every and step % config.checkpoint_every == 0 and world.main:
+                _save_atomic(checkpoint_dict(full=True), checkpoint_path)
+            if config.eval_every or config.checkpoint_every:
+                world.barrier()
+        seconds = time.perf_counter() - start_time
+        if not metrics or metrics[-1]["step"] != step:
+            evaluate_now()
+        if world.main:
+            _save_atomic(checkpoint_dict(full=True), checkpoint_path)
+            _save_atomic(checkpoint_dict(full=False), model_path)
+        world.barrier()
     finally:
-        log_file.close()
+        if log is not None:
+            log.close()
         if bar is not None:
             bar.close()
-    return {"step": step, "losses": losses_run, "checkpoint": checkpoint_path, "log": log_path}
+    return {"step": step, "losses": losses_run, "metrics": metrics, "checkpoint": checkpoint_path,
+            "model": model_path, "module": module, "ema_module": ema.module if ema else None, "log": out / LOG_NAME, "seconds": seconds,
+            "images_per_second": images_run / seconds if seconds > 0 else math.nan}
 
+
+# ---------------------------------------------------------------- evaluation
 
 def finite_metrics(metrics: dict) -> dict:
     """``evaluate_coco``'s numbers only (no table, no COCOeval), NaN written as None so the dict is valid JSON."""
@@ -319,36 +478,49 @@ def dumps_metrics(metrics: dict) -> str:
     return json.dumps(finite_metrics(metrics), allow_nan=False)
 
 
-# ---------------------------------------------------------------- evaluation
+@torch.no_grad()
+def predict_dataset(family: Family, module: nn.Module, dataset: CocoDetection, input_size: int,
+                    batch_size: int = 8) -> list[dict]:
+    """Detections for every image of ``dataset``, in its original pixels.
 
-def _predict_original_size(model: NanoDet, dataset: CocoDetection, input_size: int, batch_size: int
-                           ) -> list[dict]:
-    """Resize each image (keeping its aspect ratio) to the network input, predict, map the boxes back."""
-    from detviz.predict import gfl_predict
+    Each image is resized (aspect ratio kept, padded) to ``input_size`` square, predicted by
+    ``family.predict`` (the module must be in eval mode) and its boxes mapped back through
+    the inverse warp matrix.
+    """
     from detviz.transforms import warp_boxes
 
+    device = next(module.parameters()).device
     resize = NanoDetWarp((input_size, input_size), scale=(1.0, 1.0), translate=0.0, flip=0.0)
     fixed = torch.Generator().manual_seed(0)  # the draws do not matter: this warp is a plain resize
+    empty = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}
     predictions = []
     for start in range(0, len(dataset), batch_size):
-        chunk = [dataset[i][0] for i in range(start, min(start + batch_size, len(dataset)))]
-        empty = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}
-        warped = [resize(image, empty, fixed) for image in chunk]
-        batch = normalize_images(torch.stack([w[0] for w in warped]))  # [B, 3, S, S]
-        for prediction, (_, _, meta) in zip(gfl_predict(model, batch), warped):
+        warped = [resize(dataset[i][0], empty, fixed) for i in range(start, min(start + batch_size, len(dataset)))]
+        batch = torch.stack([w[0] for w in warped]).to(device)  # [B, 3, S, S]
+        for prediction, (_, _, meta) in zip(family.predict(module, batch), warped):
             h, w = meta["ori_shape"]
             back = torch.linalg.inv(meta["warp_matrix"])  # input pixels -> original pixels
+            prediction = {k: v.cpu() for k, v in prediction.items()}
             predictions.append({**prediction, "boxes": warp_boxes(prediction["boxes"], back, width=w, height=h)})
     return predictions
 
 
-def evaluate_checkpoint(checkpoint_path: str | Path, data: str | Path, *, batch_size: int = 8
-                        ) -> tuple[dict, Path]:
-    """COCO metrics of a checkpoint on ``data`` (``images/`` + ``annotations.json``).
+def evaluate_model(family: Family, module: nn.Module, dataset: CocoDetection, input_size: int,
+                   batch_size: int = 8) -> dict:
+    """pycocotools' metrics (``detviz.evaluation.evaluate_coco``) of ``module`` on ``dataset``."""
+    from detviz.evaluation import evaluate_coco, to_coco_results
 
-    Predictions are made at the checkpoint's input size and mapped back to each image's
-    original pixels; the COCO results list is written next to the checkpoint as
-    ``<checkpoint stem>.results.json``.
+    predictions = predict_dataset(family, module, dataset, input_size, batch_size)
+    return evaluate_coco(dataset.coco, to_coco_results(predictions, dataset.image_ids, dataset.label_to_category_id))
+
+
+def evaluate_checkpoint(checkpoint_path: str | Path, data: str | Path, *, batch_size: int = 8,
+                        device: str = "cpu") -> tuple[dict, Path]:
+    """COCO metrics of a checkpoint (``checkpoint.pt`` or ``model.pt``) on ``data``.
+
+    The EMA weights are used when the checkpoint has them. Predictions are made at the
+    run's input size and mapped back to each image's original pixels; the COCO results list
+    is written next to the checkpoint as ``<checkpoint stem>.results.json``.
 
     Returns:
         (``evaluate_coco``'s dict, path of the results json).
@@ -357,9 +529,12 @@ def evaluate_checkpoint(checkpoint_path: str | Path, data: str | Path, *, batch_
 
     dataset = open_dataset(data)
     checkpoint = load_checkpoint(checkpoint_path, num_classes=len(dataset.label_to_category_id))
-    model = build_model_from_checkpoint(checkpoint).eval()
-    predictions = _predict_original_size(model, dataset, checkpoint["model_config"]["input_size"], batch_size)
+    family = get_family(checkpoint["model_family"])
+    module = build_model_from_checkpoint(checkpoint).to(device).eval()
+    input_size = checkpoint["train_config"]["input_size"]
+    predictions = predict_dataset(family, module, dataset, input_size, batch_size)
     results = to_coco_results(predictions, dataset.image_ids, dataset.label_to_category_id)
     results_path = Path(checkpoint_path).with_suffix(".results.json")
     results_path.write_text(json.dumps(results) + "\n")
     return evaluate_coco(dataset.coco, results), results_path
+

@@ -181,3 +181,22 @@ def test_bad_inputs_name_what_was_expected():
         NanoDetWarp(scale=(1.4, 0.6))
     with pytest.raises(TypeError, match=r"meta must be the dict returned by letterbox\(\)"):
         unletterbox_boxes(BOXES, {"scale": 1.0})
+
+
+def test_warp_with_rotation_takes_the_general_path_exactly():
+    # a quarter turn maps pixel centres onto pixel centres: the result is torch.rot90 of the image
+    image = torch.rand(3, 5, 7)
+    h, w = 5, 7
+    quarter = torch.tensor([[0.0, 1.0, 0.0], [-1.0, 0.0, float(w)], [0.0, 0.0, 1.0]], dtype=torch.float64)
+    # source (x, y) -> output (y, w - x): output is h wide and w high
+    rotated = warp_image(image, quarter, (w, h))
+    assert torch.equal(rotated, torch.rot90(image, k=1, dims=(1, 2)))
+
+
+def test_axis_aligned_warp_interpolates_by_hand():
+    # 2x upsampling of a 1 x 2 image [0, 1]: output centres x = 0.5 .. 3.5 read source x = -0.25, 0.25, 0.75, 1.25
+    image = torch.tensor([[[0.0, 1.0]]]).expand(3, 1, 2)
+    twice = torch.tensor([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
+    out = warp_image(image, twice, (1, 4), fill=0.5)
+    # -0.25: 0.25 of the border (0.5) + 0.75 of pixel 0; 1.25: 0.75 of pixel 1 + 0.25 of the border
+    assert_close(out[0, 0], torch.tensor([0.125, 0.25, 0.75, 0.875]))

@@ -15,8 +15,9 @@ from detviz.datasets.synthetic import write_dataset
 from detviz.evaluation import STAT_NAMES
 from detviz.models.nanodet import NanoDetConfig, build_nanodet
 from detviz.predict import decode_gfl_level, gfl_predict, normalize_images
+from detviz.families import get_family
 from detviz.train import (TrainConfig, build_model_from_checkpoint, evaluate_checkpoint, load_checkpoint,
-                          open_dataset, train)
+                          open_dataset, predict_dataset, train)
 
 REPO = Path(__file__).resolve().parents[1]
 VAL = REPO / "data" / "synthetic" / "val"
@@ -61,7 +62,10 @@ def test_losses_finite_with_empty_images_and_log_and_checkpoint(tiny_data, tmp_p
     assert (checkpoint["step"], checkpoint["model_family"], checkpoint["num_classes"]) == (2, "gfl", NUM_CLASSES)
     model = build_model_from_checkpoint(checkpoint)
     assert model.cfg.input_size == 64
-    assert_close(model.state_dict(), checkpoint["model"])
+    assert_close(model.state_dict(), checkpoint["model"])  # no EMA in this run: the weights themselves
+    weights = load_checkpoint(result["model"], model_family="gfl")
+    assert "optimizer" not in weights and weights["step"] == 2
+    assert_close(weights["model"], checkpoint["model"])
     assert not list(tmp_path.glob("*.tmp"))  # the atomic write left no temp file
 
 
@@ -72,17 +76,36 @@ def test_all_empty_batch_gives_zero_finite_loss(tmp_path):
     assert result["losses"][0]["loss"] == 0.0
 
 
-def test_resume_continues_exactly(tiny_data, tmp_path):
-    straight = train(_config(tiny_data, tmp_path / "straight", steps=4))
-    first = train(_config(tiny_data, tmp_path / "split", steps=2))
-    resumed = train(_config(tiny_data, tmp_path / "split", steps=4, resume=str(first["checkpoint"])))
+def test_interrupted_run_resumes_exactly(tiny_data, tmp_path, monkeypatch):
+    # EMA, warm-up and cosine on: every piece of state must come back; 2 DataLoader workers must not matter
+    options = dict(steps=4, ema_decay=0.9, warmup_steps=2, batch_size=2, checkpoint_every=2)
+    straight = train(_config(tiny_data, tmp_path / "straight", **options))
+
+    family, calls = get_family("gfl"), []
+    real_loss = family.loss
+
+    def interrupted_loss(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:  # Ctrl-C during step 3, after the checkpoint of step 2
+            raise KeyboardInterrupt
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(family, "loss", interrupted_loss)
+    with pytest.raises(KeyboardInterrupt):
+        train(_config(tiny_data, tmp_path / "split", **options))
+    monkeypatch.undo()
+    first = torch.load(tmp_path / "split" / "checkpoint.pt")
+    assert first["step"] == 2
+    resumed = train(_config(tiny_data, tmp_path / "split", **options, resume=str(tmp_path / "split" / "checkpoint.pt"),
+                            workers=2))
     assert resumed["step"] == 4 and len(resumed["losses"]) == 2
 
     a, b = torch.load(straight["checkpoint"]), torch.load(resumed["checkpoint"])
     assert_close(b["model"], a["model"], rtol=0, atol=0)
-    assert_close(b["optimizer"]["state"], a["optimizer"]["state"], rtol=0, atol=0)
+    assert_close(b["ema"], a["ema"], rtol=0, atol=0)
+    assert_close(b["optimizer"], a["optimizer"], rtol=0, atol=0)
     assert_close(b["rng"], a["rng"], rtol=0, atol=0)
-    assert [s["loss"] for s in first["losses"] + resumed["losses"]] == [s["loss"] for s in straight["losses"]]
+    assert [s["loss"] for s in resumed["losses"]] == [s["loss"] for s in straight["losses"][2:]]
     with open(resumed["log"], newline="") as f:
         assert [int(r["step"]) for r in csv.DictReader(f)] == [1, 2, 3, 4]
 
@@ -98,16 +121,29 @@ def test_resume_refuses_other_model(one_step_checkpoint, tiny_data, tmp_path, ke
     torch.save(checkpoint, path)
     with pytest.raises(ValueError, match=message):
         train(_config(tiny_data, tmp_path / "run", resume=str(path)))
-    with pytest.raises(ValueError, match=message):
-        evaluate_checkpoint(path, tiny_data)
+    if key == "num_classes":
+        with pytest.raises(ValueError, match=message):
+            evaluate_checkpoint(path, tiny_data)
+
+
+def test_resume_refuses_inference_weights_and_foreign_files(one_step_checkpoint, tiny_data, tmp_path):
+    with pytest.raises(ValueError, match="inference weights only; resume needs the checkpoint.pt"):
+        train(_config(tiny_data, tmp_path / "run", resume=str(one_step_checkpoint.parent / "model.pt")))
+    torch.save({"state_dict": {}}, tmp_path / "foreign.pt")
+    with pytest.raises(ValueError, match="foreign.pt is not a detviz checkpoint"):
+        load_checkpoint(tmp_path / "foreign.pt")
+    (tmp_path / "cut.pt").write_bytes(one_step_checkpoint.read_bytes()[:1000])  # a truncated file
+    with pytest.raises(ValueError, match="cannot read checkpoint .*cut.pt"):
+        load_checkpoint(tmp_path / "cut.pt")
 
 
 def test_bad_config_is_refused(tiny_data, tmp_path):
-    with pytest.raises(ValueError, match=r"model must be one of \('gfl',\)"):
-        train(_config(tiny_data, tmp_path, model="yolov3"))
+    with pytest.raises(ValueError, match=r"model must be one of \('gfl', 'faster_rcnn', 'yolov3', 'sparse'"):
+        train(_config(tiny_data, tmp_path, model="ssd"))
     with pytest.raises(ValueError, match="input_size must be a multiple of 32"):
         train(_config(tiny_data, tmp_path, input_size=100))
-    with pytest.raises(ValueError, match=r"batch_size \(6\) must not exceed the number of images \(5\)"):
+    with pytest.raises(ValueError, match=r"batch_size x processes \(6 x 1 = 6\) must not exceed the number of "
+                                         r"images \(5\)"):
         train(_config(tiny_data, tmp_path, batch_size=6))
     with pytest.raises(FileNotFoundError, match="missing.pt does not exist"):
         load_checkpoint(tmp_path / "missing.pt")
@@ -125,13 +161,11 @@ def test_evaluate_cli_prints_json_last_line(one_step_checkpoint):
 
 
 def test_evaluate_maps_boxes_to_original_size(one_step_checkpoint, tiny_data):
-    from detviz.train import _predict_original_size
-
     model = build_model_from_checkpoint(load_checkpoint(one_step_checkpoint)).eval()
     with torch.no_grad():
         for out in model.head.outputs:
             out.bias[:NUM_CLASSES] = 5.0  # every class scores ~0.99: plenty of detections
-    predictions = _predict_original_size(model, open_dataset(tiny_data), 64, batch_size=5)
+    predictions = predict_dataset(get_family("gfl"), model, open_dataset(tiny_data), 64, batch_size=5)
     assert len(predictions) == 5
     boxes = torch.cat([p["boxes"] for p in predictions])
     assert boxes.shape[0] > 0 and boxes.max() > 64  # 64 px input mapped back to 96 px images
@@ -187,3 +221,24 @@ def test_default_data_is_a_cached_synthetic_split(tmp_path):
     stamp = (folder / "annotations.json").stat().st_mtime_ns
     train(config)  # the second run reuses the cached split
     assert (folder / "annotations.json").stat().st_mtime_ns == stamp
+
+
+def test_cli_train_evaluates_during_training(tiny_data, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--model", "gfl", "--data", str(tiny_data), "--val-data", str(tiny_data), "--steps", "2",
+                 "--eval-every", "1", "--ema-decay", "0.5", "--batch-size", "2", "--input-size", "64",
+                 "--out", str(out), "--quiet"]) == 0
+    history = json.loads((out / "metrics.json").read_text())
+    assert [m["step"] for m in history] == [1, 2]
+    assert set(STAT_NAMES) <= set(history[-1]) and "per_class" in history[-1]
+    printed = capsys.readouterr().out
+    assert f"step 2: mAP {history[-1]['mAP']:.4f}" in printed
+    checkpoint = load_checkpoint(out / "checkpoint.pt")
+    assert checkpoint["train_config"]["ema_decay"] == 0.5 and checkpoint["ema"]["updates"] == 2
+
+
+def test_cli_train_rejects_bad_numbers(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--model", "gfl", "--time-budget", "-5"])
+    assert exit_info.value.code == 2
+    assert "--time-budget: expected a positive number, got -5.0" in capsys.readouterr().err

@@ -1,0 +1,134 @@
+"""Train and evaluate detectors side by side on the same generated data and the same wall-clock budget.
+
+    python benchmarks/train_benchmark.py                 # 15 minutes per model, 2 threads
+    python benchmarks/train_benchmark.py --budget 60     # a quick look
+
+Models (``--models``): ``gfl`` (detviz NanoDet-m), ``faster_rcnn`` (detviz Faster R-CNN with
+torchvision's MobileNetV3-Large 320 FPN layout) and ``torchvision_faster_rcnn``
+(``torchvision.models.detection.fasterrcnn_mobilenet_v3_large_320_fpn(weights=None,
+weights_backbone=None)``, trained by the same loop). Each one is trained from scratch by
+:func:`detviz.train.train` on the same synthetic train split (seed 1) with the same
+augmentation, batch size and time budget, then evaluated by pycocotools on a held-out split
+(seed 2). Printed per model: mAP@[.5:.95], AP50, steps, training images per second (images
+through forward + backward + step, data loading included) and inference images per second
+(resize, forward, post-processing, on the held-out split, batch 8).
+
+detviz's models are trained by ``python -m detviz train`` (the command is printed); the
+torchvision model, which the command line does not know, by the same ``train()`` in this
+process. Each run's folder keeps its log, metrics, checkpoint and inference weights.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from detviz.datasets.synthetic import write_dataset
+from detviz.families import FAMILIES, FasterRCNNFamily, get_family, register_family
+from detviz.train import (METRICS_NAME, MODEL_NAME, TrainConfig, build_model_from_checkpoint, load_checkpoint,
+                          open_dataset, predict_dataset, train)
+
+FAMILIES_OF_THE_CLI = tuple(FAMILIES)
+
+# per-model settings; everything else is shared
+SETTINGS = {
+    "gfl": dict(lr=2e-3, warmup_steps=300),
+    "faster_rcnn": dict(lr=1e-3, warmup_steps=300),
+    "torchvision_faster_rcnn": dict(lr=1e-3, warmup_steps=300),
+}
+
+
+class TorchvisionFasterRCNN(FasterRCNNFamily):
+    """torchvision's own model, trained and evaluated exactly as the detviz Faster R-CNN family."""
+
+    name, description = "torchvision_faster_rcnn", "torchvision fasterrcnn_mobilenet_v3_large_320_fpn"
+
+    def rebuild(self, model_config):
+        from torchvision.models.detection import fasterrcnn_mobilenet_v3_large_320_fpn
+
+        model = fasterrcnn_mobilenet_v3_large_320_fpn(weights=None, weights_backbone=None,
+                                                      num_classes=model_config["num_classes"],
+                                                      min_size=model_config["min_size"],
+                                                      max_size=model_config["max_size"])
+        model.detviz_config = dict(model_config)
+        return model
+
+
+def dataset(folder: Path, seed: int, num_images: int) -> Path:
+    if not (folder / "annotations.json").is_file():
+        write_dataset(folder, overwrite=True, num_images=num_images, seed=seed)
+    return folder
+
+
+def inference_speed(name: str, module, val_dir: Path, input_size: int) -> float:
+    family = get_family(name)
+    module.eval()
+    val = open_dataset(val_dir)
+    predict_dataset(family, module, val, input_size)  # warm-up pass
+    start = time.perf_counter()
+    predict_dataset(family, module, val, input_size)
+    return len(val) / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--budget", type=float, default=900.0, help="training seconds per model (default 900)")
+    parser.add_argument("--models", default="gfl,faster_rcnn,torchvision_faster_rcnn")
+    parser.add_argument("--train-images", type=int, default=3000)
+    parser.add_argument("--val-images", type=int, default=200)
+    parser.add_argument("--input-size", type=int, default=320)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", default="runs/benchmark", help="runs and data go here")
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    register_family(TorchvisionFasterRCNN())
+    out = Path(args.out)
+    train_dir = dataset(out / f"train-n{args.train_images}-seed1", 1, args.train_images)
+    val_dir = dataset(out / f"val-n{args.val_images}-seed2", 2, args.val_images)
+    print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {args.threads} threads, "
+          f"device {args.device}, budget {args.budget:.0f} s per model, batch {args.batch_size}, "
+          f"input {args.input_size}, train {args.train_images} images, held-out {args.val_images}", flush=True)
+
+    rows = []
+    for name in args.models.split(","):
+        settings = SETTINGS.get(name, {})
+        config = TrainConfig(model=name, data=str(train_dir), val_data=str(val_dir), out=str(out / name),
+                             steps=10 ** 7, time_budget=args.budget, batch_size=args.batch_size,
+                             input_size=args.input_size, ema_decay=0.9998, device=args.device, **settings)
+        command = [sys.executable, "-m", "detviz", "train", "--model", name, "--data", config.data, "--val-data",
+                   config.val_data, "--out", config.out, "--steps", str(config.steps), "--time-budget",
+                   f"{args.budget:g}", "--batch-size", str(args.batch_size), "--input-size", str(args.input_size),
+                   "--lr", f"{config.lr:g}", "--warmup-steps", str(config.warmup_steps), "--ema-decay", "0.9998",
+                   "--device", args.device, "--quiet"]
+        print(" ".join(command), flush=True)
+        if name in FAMILIES_OF_THE_CLI:  # detviz's own models: the command line, as a user runs it
+            subprocess.run(command, check=True, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
+        else:  # a reference model registered in this process only
+            train(dataclasses.replace(config, progress=False))
+        checkpoint = load_checkpoint(Path(config.out) / MODEL_NAME, model_family=name)
+        metrics = json.loads((Path(config.out) / METRICS_NAME).read_text())[-1]
+        module = build_model_from_checkpoint(checkpoint)
+        rows.append({"model": name, "mAP": metrics["mAP"], "AP50": metrics["AP50"], "steps": checkpoint["step"],
+                     "train_img_per_s": checkpoint["step"] * args.batch_size / checkpoint["seconds"],
+                     "infer_img_per_s": inference_speed(name, module, val_dir, args.input_size)})
+        print(json.dumps(rows[-1]), flush=True)
+
+    print(f"\n{'model':26s} {'mAP':>6s} {'AP50':>6s} {'steps':>6s} {'train img/s':>12s} {'infer img/s':>12s}")
+    for r in rows:
+        print(f"{r['model']:26s} {r['mAP']:6.3f} {r['AP50']:6.3f} {r['steps']:6d} {r['train_img_per_s']:12.1f} "
+              f"{r['infer_img_per_s']:12.1f}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
