@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -65,6 +66,9 @@ def box_area(boxes: Tensor) -> Tensor:
     """
     _check_xyxy(boxes, "boxes")
     return _area(boxes)
+
+
+NMS_BLOCK = 256  # rows of the IoU matrix NMS computes at once
 
 
 # ---- shared pieces of every IoU variant ----
@@ -273,7 +277,9 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
 
     1. Sort boxes by decreasing score. 2. Keep the best remaining box. 3. Drop every remaining
     box whose IoU with it is ``> iou_threshold``. 4. Repeat until none remain. A NaN IoU (two
-    zero-area boxes) never suppresses, as in torchvision's kernel.
+    zero-area boxes) never suppresses, as in torchvision's kernel. The IoUs are computed for
+    ``NMS_BLOCK`` ranked boxes at a time against all boxes, and the greedy walk runs over
+    booleans, so a box that is already suppressed costs one lookup.
 
     Args:
         boxes (Tensor[N, 4]): xyxy. scores (Tensor[N]): float. iou_threshold: suppression threshold.
@@ -281,17 +287,24 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
         Tensor[K] int64: indices of kept boxes, sorted by decreasing score.
     """
     _check_nms_args(boxes, scores, iou_threshold)
-    remaining = torch.argsort(scores, descending=True, stable=True)  # [N]
-    keep = []
-    while remaining.numel() > 0:
-        best, rest = remaining[0], remaining[1:]
-        keep.append(int(best))
-        inter, union = _inter_union(boxes[best], boxes[rest])  # [4] against [R, 4] -> [R]
-        # IoU in the boxes' dtype, compared with the threshold in double, as torchvision's kernel
-        # does: IoU 30/100 is 0.30000001 in float32, which suppresses at threshold 0.3
-        ious = (inter / union).double()
-        remaining = rest[~(ious > iou_threshold)]
-    return torch.tensor(keep, dtype=torch.int64, device=boxes.device)
+    order = torch.argsort(scores, descending=True, stable=True)  # [N]
+    ranked = boxes[order]  # [N, 4] by decreasing score
+    n = ranked.shape[0]
+    suppressed = np.zeros(n, dtype=bool)
+    keep, block_rows, overlaps = [], None, None
+    for i in range(n):  # only kept boxes do work; a suppressed one costs one lookup
+        if suppressed[i]:
+            continue
+        keep.append(i)
+        if block_rows is None or i >= block_rows.stop:  # IoUs of the next NMS_BLOCK ranked boxes with all boxes
+            block_rows = range(i, min(i + NMS_BLOCK, n))
+            inter, union = _inter_union(ranked[block_rows.start:block_rows.stop, None, :], ranked[None, :, :])
+            # IoU in the boxes' dtype, compared with the threshold in double, as torchvision's kernel
+            # does: IoU 30/100 is 0.30000001 in float32, which suppresses at threshold 0.3
+            overlaps = ((inter / union).double() > iou_threshold).cpu().numpy()  # [block, N]
+        row = overlaps[i - block_rows.start]
+        suppressed[i + 1:] |= row[i + 1:]  # lower-ranked boxes overlapping box i; NaN IoU never suppresses
+    return order[torch.as_tensor(keep, dtype=torch.int64, device=boxes.device)]
 
 
 def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:

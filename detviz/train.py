@@ -61,8 +61,9 @@ class TrainConfig:
 
     ``data=None`` trains on a generated synthetic split cached in ``cache_dir``
     (``synthetic_images`` images of ``synthetic_size`` px, seed ``synthetic_seed``).
-    ``batch_size`` is per process. ``time_budget`` (seconds) ends the run when it is spent,
-    ``steps`` then being an upper bound, and drives the schedule by elapsed time.
+    ``batch_size`` is per process. ``time_budget`` (seconds of training, evaluations left out)
+    ends the run when it is spent, ``steps`` then being an upper bound, and drives the schedule
+    by elapsed time.
     ``ema_decay=0`` keeps no average. ``amp``/``channels_last`` None: on exactly on CUDA.
     """
 
@@ -375,7 +376,7 @@ def _train(config: TrainConfig, family: Family, device: torch.device, world: _Di
         state = {"format": CHECKPOINT_FORMAT, "model_family": config.model, "num_classes": num_classes,
                  "model_config": family.model_config(module), "train_config": asdict(config),
                  "label_to_category_id": dict(dataset.label_to_category_id), "step": step,
-                 "seconds": elapsed_before + time.perf_counter() - start_time}
+                 "seconds": elapsed_before + train_seconds}  # training time, evaluations left out
         if full:
             return {**state, "model": module.state_dict(), "ema": ema.state_dict() if ema else None,
                     "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
@@ -396,11 +397,11 @@ def _train(config: TrainConfig, family: Family, device: torch.device, world: _Di
         if bar is not None:
             bar.write(f"step {step}: mAP {result['mAP']:.4f} AP50 {result['AP50']:.4f}")
 
-    start_time = time.perf_counter()
+    start_time, eval_seconds, train_seconds = time.perf_counter(), 0.0, 0.0
     module.train()
     try:
         for images, boxes, labels in loader:
-            elapsed = time.perf_counter() - start_time
+            elapsed = time.perf_counter() - start_time - eval_seconds
             progress = step / config.steps
             if config.time_budget is not None:
                 progress = world.from_main((elapsed_before + elapsed) / config.time_budget)
@@ -439,13 +440,16 @@ def _train(config: TrainConfig, family: Family, device: torch.device, world: _Di
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{lr:.2e}")
+            train_seconds = time.perf_counter() - start_time - eval_seconds
             if config.eval_every and step % config.eval_every == 0 and step < config.steps:
+                eval_start = time.perf_counter()
                 evaluate_now()
+                eval_seconds += time.perf_counter() - eval_start
             if config.checkpoint_every and step % config.checkpoint_every == 0 and world.main:
                 _save_atomic(checkpoint_dict(full=True), checkpoint_path)
             if config.eval_every or config.checkpoint_every:
                 world.barrier()
-        seconds = time.perf_counter() - start_time
+        seconds = train_seconds
         if not metrics or metrics[-1]["step"] != step:
             evaluate_now()
         if world.main:
@@ -458,8 +462,9 @@ def _train(config: TrainConfig, family: Family, device: torch.device, world: _Di
         if bar is not None:
             bar.close()
     return {"step": step, "losses": losses_run, "metrics": metrics, "checkpoint": checkpoint_path,
-            "model": model_path, "module": module, "ema_module": ema.module if ema else None, "log": out / LOG_NAME, "seconds": seconds,
-            "images_per_second": images_run / seconds if seconds > 0 else math.nan}
+            "model": model_path, "log": out / LOG_NAME, "seconds": seconds,
+            "images_per_second": images_run / seconds if seconds > 0 else math.nan,
+            "module": module, "ema_module": ema.module if ema else None}
 
 
 # ---------------------------------------------------------------- evaluation
