@@ -11,7 +11,7 @@ weights_backbone=None)``, trained by the same loop). Each one is trained from sc
 augmentation, batch size and time budget, then evaluated by pycocotools on a held-out split
 (seed 2). Printed per model: mAP@[.5:.95], AP50, steps, training images per second (images
 through forward + backward + step, data loading included) and inference images per second
-(resize, forward, post-processing, on the held-out split, batch 8).
+(image decoding, resize, forward, post-processing, on the held-out split, batch 8).
 
 detviz's models are trained by ``python -m detviz train`` (the command is printed); the
 torchvision model, which the command line does not know, by the same ``train()`` in this
@@ -109,8 +109,8 @@ def main() -> None:
         command = [sys.executable, "-m", "detviz", "train", "--model", name, "--data", config.data, "--val-data",
                    config.val_data, "--out", config.out, "--steps", str(config.steps), "--time-budget",
                    f"{args.budget:g}", "--batch-size", str(args.batch_size), "--input-size", str(args.input_size),
-                   "--lr", f"{config.lr:g}", "--warmup-steps", str(config.warmup_steps), "--ema-decay", "0.9998",
-                   "--device", args.device, "--quiet"]
+                   "--warmup-steps", str(config.warmup_steps), "--ema-decay", "0.9998", "--device", args.device,
+                   "--quiet"] + (["--lr", f"{config.lr:g}"] if config.lr is not None else [])
         print(" ".join(command), flush=True)
         if name in FAMILIES_OF_THE_CLI:  # detviz's own models: the command line, as a user runs it
             subprocess.run(command, check=True, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
@@ -118,7 +118,7 @@ def main() -> None:
             train(dataclasses.replace(config, progress=False))
         checkpoint = load_checkpoint(Path(config.out) / MODEL_NAME, model_family=name)
         metrics = json.loads((Path(config.out) / METRICS_NAME).read_text())[-1]
-        module = build_model_from_checkpoint(checkpoint)
+        module = build_model_from_checkpoint(checkpoint).to(args.device)
         rows.append({"model": name, "mAP": metrics["mAP"], "AP50": metrics["AP50"], "steps": checkpoint["step"],
                      "train_img_per_s": checkpoint["step"] * args.batch_size / checkpoint["seconds"],
                      "infer_img_per_s": inference_speed(name, module, val_dir, args.input_size)})

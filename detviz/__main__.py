@@ -48,6 +48,7 @@ def _float_in(check, expected: str):
 _positive_float = _float_in(lambda v: v > 0 and math.isfinite(v), "a positive number")
 _non_negative_float = _float_in(lambda v: v >= 0 and math.isfinite(v), "a number >= 0")
 _fraction = _float_in(lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]")
+_decay = _float_in(lambda v: 0.0 <= v < 1.0, "a number in [0, 1)")
 
 
 def _add_data(commands) -> None:
@@ -79,6 +80,8 @@ def _run_data(args: argparse.Namespace) -> None:
 
 def _add_train(commands) -> None:
     from detviz.families import FAMILIES
+    from detviz.optim import SCHEDULES
+    from detviz.train import DEFAULT_LR
 
     parser = commands.add_parser(
         "train", help="train a detector (gfl, faster_rcnn, yolov3, sparse) on a COCO folder",
@@ -100,12 +103,12 @@ def _add_train(commands) -> None:
                         help="stop when this much training time is spent; the schedule follows the clock")
     parser.add_argument("--batch-size", type=_positive_int, default=8, help="images per step and process (default 8)")
     parser.add_argument("--input-size", type=_positive_int, default=320, help="network input side (default 320)")
-    parser.add_argument("--optimizer", choices=("sgd", "adamw"), default="adamw", help="default adamw")
+    parser.add_argument("--optimizer", choices=tuple(DEFAULT_LR), default="adamw", help="default adamw")
     parser.add_argument("--lr", type=_positive_float, default=None, help="base rate (default 1e-3 adamw, 0.01 sgd)")
     parser.add_argument("--weight-decay", type=_non_negative_float, default=0.05, help="default 0.05")
-    parser.add_argument("--schedule", choices=("cosine", "constant"), default="cosine", help="default cosine")
+    parser.add_argument("--schedule", choices=SCHEDULES, default="cosine", help="default cosine")
     parser.add_argument("--warmup-steps", type=_non_negative_int, default=0, help="linear warm-up (default 0)")
-    parser.add_argument("--ema-decay", type=_fraction, default=0.0,
+    parser.add_argument("--ema-decay", type=_decay, default=0.0,
                         help="weight average decay, e.g. 0.9998 (default 0: none)")
     parser.add_argument("--workers", type=_non_negative_int, default=0,
                         help="DataLoader worker processes (default 0: load in the training process)")

@@ -70,7 +70,7 @@ def warp_image(image: Tensor, matrix: Tensor, size: tuple[int, int], fill: float
     inverse = torch.linalg.inv(matrix.to(torch.float64)).to(image.device)
     # a one-pixel border of `fill` around the source; indices clamped into it read `fill`
     padded = F.pad(image, (1, 1, 1, 1), value=fill)  # [C, H + 2, W + 2]
-    if inverse[0, 1] == 0 and inverse[1, 0] == 0 and inverse[2, 0] == 0 and inverse[2, 1] == 0:
+    if inverse[0, 1] == 0 and inverse[1, 0] == 0 and inverse[2, 0] == 0 and inverse[2, 1] == 0 and inverse[2, 2] == 1:
         return _warp_axis_aligned(padded, inverse, out_h, out_w)
     ys, xs = torch.meshgrid(torch.arange(out_h, dtype=torch.float64, device=image.device) + 0.5,
                             torch.arange(out_w, dtype=torch.float64, device=image.device) + 0.5, indexing="ij")

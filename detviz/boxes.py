@@ -288,7 +288,9 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     """
     _check_nms_args(boxes, scores, iou_threshold)
     order = torch.argsort(scores, descending=True, stable=True)  # [N]
-    ranked = boxes[order]  # [N, 4] by decreasing score
+    # float16 areas overflow past 65504 px^2: half-precision boxes are compared in float32, as torchvision's
+    # autocast wrapper of nms does
+    ranked = boxes[order].to(torch.promote_types(boxes.dtype, torch.float32))  # [N, 4] by decreasing score
     n = ranked.shape[0]
     suppressed = np.zeros(n, dtype=bool)
     keep, block_rows, overlaps = [], None, None

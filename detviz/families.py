@@ -85,7 +85,7 @@ class Family:
 def _float(outputs):
     """Network outputs back to float32 before a loss (a no-op without autocast)."""
     if isinstance(outputs, Tensor):
-        return outputs.float()
+        return outputs.float() if outputs.is_floating_point() else outputs  # indices stay integers
     return type(outputs)(*(_float(o) for o in outputs)) if hasattr(outputs, "_fields") else [
         _float(o) for o in outputs]
 
@@ -116,6 +116,7 @@ class FasterRCNNFamily(Family):
     ANCHOR_SIZES = (32, 64, 128, 256, 512)
 
     def build(self, num_classes, input_size):
+        # the model's own transform batches the images again, so channels-last input changes nothing here
         return self.rebuild({"num_classes": num_classes + 1, "min_size": input_size, "max_size": 2 * input_size})
 
     def model_config(self, module):
@@ -139,7 +140,7 @@ class FasterRCNNFamily(Family):
         return model
 
     def loss(self, model, module, images, boxes, labels, amp=False):
-        targets = [{"boxes": b, "labels": l + 1} for b, l in zip(boxes, labels)]  # 0 is the background
+        targets = [{"boxes": b, "labels": lab + 1} for b, lab in zip(boxes, labels)]  # 0 is the background
         with autocast(images, amp):
             losses = model(list(images), targets)
         return {k: v.float() for k, v in losses.items()}

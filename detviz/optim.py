@@ -24,7 +24,16 @@ SCHEDULES = ("cosine", "constant")
 
 def learning_rate(base_lr: float, step: int, progress: float, *, warmup_steps: int = 0, schedule: str = "cosine",
                   min_ratio: float = 0.05) -> float:
-    """The rate of step ``step`` (0-based) at ``progress`` in [0, 1]."""
+    """The learning rate of one step.
+
+    Args:
+        base_lr: the peak rate. step: 0-based step number (drives the warm-up).
+        progress: fraction of the run done, in [0, 1] (drives the cosine; clamped).
+        warmup_steps: steps of linear warm-up (0: none). schedule: "cosine" or "constant".
+        min_ratio: the cosine's final rate as a fraction of ``base_lr``.
+    Returns:
+        ``base_lr * warmup * cosine``.
+    """
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
     warmup = min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0

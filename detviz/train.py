@@ -29,30 +29,32 @@ import csv
 import json
 import math
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
-from torch import Tensor, nn
+from torch import nn
 from torch.utils.data import DataLoader
 
 from detviz.augment import NanoDetWarp
-from detviz.datasets.coco import CocoDetection
+from detviz.checkpoints import (CHECKPOINT_FORMAT, CHECKPOINT_NAME, MODEL_NAME, build_model_from_checkpoint,
+                                load_checkpoint, save_atomic)
+from detviz.datasets.coco import open_dataset
+from detviz.distributed import Processes, training_device
 from detviz.families import Family, get_family
+from detviz.inference import dumps_metrics, evaluate_checkpoint, evaluate_model, finite_metrics, predict_dataset
 from detviz.optim import SCHEDULES, ModelEMA, learning_rate
-from detviz.train_data import AugmentedSamples, StepBatches, collate_square
+from detviz.train_data import AugmentedSamples, StepBatches, collate_square, derived_seed
 
-__all__ = ["TrainConfig", "train", "load_checkpoint", "build_model_from_checkpoint", "open_dataset",
-           "synthetic_train_dir", "predict_dataset", "evaluate_model", "evaluate_checkpoint", "finite_metrics",
-           "dumps_metrics", "CHECKPOINT_NAME", "MODEL_NAME", "LOG_NAME", "METRICS_NAME"]
+# the checkpoint and evaluation helpers a training script needs come with it
+__all__ = ["TrainConfig", "train", "synthetic_train_dir", "DEFAULT_LR", "LOG_NAME", "METRICS_NAME",
+           "load_checkpoint", "build_model_from_checkpoint", "open_dataset", "predict_dataset", "evaluate_model",
+           "evaluate_checkpoint", "finite_metrics", "dumps_metrics", "CHECKPOINT_NAME", "MODEL_NAME"]
 
-CHECKPOINT_NAME, MODEL_NAME, LOG_NAME, METRICS_NAME = "checkpoint.pt", "model.pt", "log.csv", "metrics.json"
+LOG_NAME, METRICS_NAME = "log.csv", "metrics.json"
 GRAD_CLIP = 35.0  # NanoDet's grad_clip
 DEFAULT_LR = {"sgd": 0.01, "adamw": 1e-3}
-CHECKPOINT_FORMAT = 2
 
 
 @dataclass
@@ -113,121 +115,6 @@ def synthetic_train_dir(config: TrainConfig) -> Path:
     return folder
 
 
-def open_dataset(folder: str | Path) -> CocoDetection:
-    """``folder/images`` + ``folder/annotations.json`` with labels 0..C-1."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"dataset folder {folder} does not exist (expected images/ + annotations.json)")
-    return CocoDetection(folder / "images", folder / "annotations.json", label_offset=0)
-
-
-# ---------------------------------------------------------------- checkpoints
-
-def _save_atomic(obj: dict, path: Path) -> None:
-    """torch.save to a temp file in the same folder, then os.replace: a crash never leaves half a file."""
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def load_checkpoint(path: str | Path, *, model_family: str | None = None, num_classes: int | None = None,
-                    for_resume: bool = False) -> dict:
-    """Read ``checkpoint.pt`` or ``model.pt`` written by :func:`train` and check what it holds.
-
-    Args:
-        model_family: when given, the family the checkpoint must hold.
-        num_classes: when given, the class count it must hold.
-        for_resume: the file must be a full training checkpoint, not inference weights.
-    Raises:
-        FileNotFoundError: no file at ``path``.
-        ValueError: not a detviz checkpoint, another model family or class count, or
-            inference weights given to resume.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types for a damaged or foreign file
-        raise ValueError(f"cannot read checkpoint {path}: {type(err).__name__}: {str(err)[:200]}") from err
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a detviz checkpoint (format {CHECKPOINT_FORMAT})")
-    if model_family is not None and checkpoint["model_family"] != model_family:
-        raise ValueError(f"{path} holds a model of family {checkpoint['model_family']!r}, expected {model_family!r}")
-    if num_classes is not None and checkpoint["num_classes"] != num_classes:
-        raise ValueError(f"{path} holds a model for num_classes={checkpoint['num_classes']}, but the data has "
-                         f"{num_classes} classes")
-    if for_resume and "optimizer" not in checkpoint:
-        raise ValueError(f"{path} holds inference weights only; resume needs the {CHECKPOINT_NAME} of a run")
-    return checkpoint
-
-
-def build_model_from_checkpoint(checkpoint: dict, *, ema: bool = True) -> nn.Module:
-    """The checkpoint's model with its weights: the EMA weights when it has them and ``ema``."""
-    family = get_family(checkpoint["model_family"])
-    model = family.rebuild(checkpoint["model_config"])
-    weights = checkpoint["ema"]["module"] if ema and checkpoint.get("ema") else checkpoint["model"]
-    model.load_state_dict(weights)
-    return model
-
-
-# ---------------------------------------------------------------- distributed
-
-class _Distributed:
-    """rank/world size under torchrun; a process group is started here and ended by :meth:`close`."""
-
-    def __init__(self, device: torch.device):
-        self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
-        self.started = False
-        if self.world_size > 1 and not dist.is_initialized():
-            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-            self.started = True
-        self.rank = dist.get_rank() if self.world_size > 1 else 0
-        self.device = device
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def mean(self, values: Tensor) -> Tensor:
-        if self.world_size > 1:
-            values = values.clone()
-            dist.all_reduce(values)
-            values /= self.world_size
-        return values
-
-    def from_main(self, value: float) -> float:
-        if self.world_size == 1:
-            return value
-        box = torch.tensor([value], dtype=torch.float64, device=self.device)
-        dist.broadcast(box, 0)
-        return float(box)
-
-    def barrier(self) -> None:
-        if self.world_size > 1:
-            dist.barrier()
-
-    def close(self) -> None:
-        if self.started:
-            dist.destroy_process_group()
-
-
-def _device(config: TrainConfig) -> torch.device:
-    device = torch.device(config.device)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {config.device!r} asked for, but CUDA is not available")
-        if device.index is None:
-            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(device)
-    return device
-
-
 # ---------------------------------------------------------------- the loop
 
 def _check_config(config: TrainConfig, family: Family) -> None:
@@ -245,8 +132,31 @@ def _check_config(config: TrainConfig, family: Family) -> None:
         raise ValueError(f"input_size must be a multiple of {family.size_multiple}, got {config.input_size}")
     if not 0.0 <= config.ema_decay < 1.0:
         raise ValueError(f"ema_decay must be in [0, 1), got {config.ema_decay!r}")
-    if config.time_budget is not None and config.time_budget <= 0:
+    if config.time_budget is not None and not (config.time_budget > 0 and math.isfinite(config.time_budget)):
         raise ValueError(f"time_budget must be a positive number of seconds, got {config.time_budget!r}")
+    if config.lr is not None and not (config.lr > 0 and math.isfinite(config.lr)):
+        raise ValueError(f"lr must be a positive number, got {config.lr!r}")
+    if not config.weight_decay >= 0:
+        raise ValueError(f"weight_decay must be >= 0, got {config.weight_decay!r}")
+    if not 0.0 <= config.min_lr_ratio <= 1.0:
+        raise ValueError(f"min_lr_ratio must be in [0, 1], got {config.min_lr_ratio!r}")
+    if config.seed < 0:
+        raise ValueError(f"seed must be >= 0, got {config.seed!r}")
+
+
+def _check_resume(config: TrainConfig, checkpoint: dict, world_size: int) -> None:
+    """A resumed run must draw the same batches: refuse changed settings that would change them."""
+    stored = checkpoint["train_config"]
+    for name in ("batch_size", "seed", "input_size"):
+        if stored[name] != getattr(config, name):
+            raise ValueError(f"{config.resume} was trained with {name}={stored[name]!r}; resume with the same "
+                             f"value, not {getattr(config, name)!r}")
+    if checkpoint.get("world_size", 1) != world_size:
+        raise ValueError(f"{config.resume} was trained by {checkpoint.get('world_size', 1)} processes; resume "
+                         f"with the same number, not {world_size}")
+    if checkpoint["step"] >= config.steps:
+        raise ValueError(f"{config.resume} is already at step {checkpoint['step']}; give steps > "
+                         f"{checkpoint['step']} to train on")
 
 
 def _optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
@@ -313,18 +223,21 @@ def train(config: TrainConfig) -> dict:
     """
     family = get_family(config.model)
     _check_config(config, family)
-    device = _device(config)
-    world = _Distributed(device)
+    device = training_device(config.device)
+    world = Processes(device)
     try:
         return _train(config, family, device, world)
     finally:
         world.close()
 
 
-def _train(config: TrainConfig, family: Family, device: torch.device, world: _Distributed) -> dict:
+def _train(config: TrainConfig, family: Family, device: torch.device, world: Processes) -> dict:
     out = Path(config.out)
     if world.main:
         out.mkdir(parents=True, exist_ok=True)
+        if not config.data:
+            synthetic_train_dir(config)  # generated once, by one process
+    world.barrier()
     dataset = open_dataset(config.data if config.data else synthetic_train_dir(config))
     num_classes = len(dataset.label_to_category_id)
     val_dataset = open_dataset(config.val_data) if config.val_data else None
@@ -334,26 +247,31 @@ def _train(config: TrainConfig, family: Family, device: torch.device, world: _Di
     amp = device.type == "cuda" if config.amp is None else config.amp and device.type == "cuda"
     channels_last = device.type == "cuda" if config.channels_last is None else config.channels_last
 
-    torch.manual_seed(config.seed)
+    torch.manual_seed(config.seed)  # the same initial weights in every process
     module = family.build(num_classes, config.input_size).to(device)
     if channels_last:
         module = module.to(memory_format=torch.channels_last)
-    ema = ModelEMA(module, config.ema_decay) if config.ema_decay else None
+    if world.world_size > 1:  # but each process its own draws (e.g. the R-CNN samplers)
+        torch.manual_seed(derived_seed(config.seed, 2, world.rank))
     optimizer = _optimizer(config, module)
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
-    step, elapsed_before = 0, 0.0
+    step, elapsed_before, checkpoint = 0, 0.0, None
     if config.resume:
         checkpoint = load_checkpoint(config.resume, model_family=config.model, num_classes=num_classes,
                                      for_resume=True)
+        _check_resume(config, checkpoint, world.world_size)
         module.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
-        scaler.load_state_dict(checkpoint["scaler"])
-        if ema is not None and checkpoint.get("ema"):
-            ema.load_state_dict(checkpoint["ema"])
+        if checkpoint["scaler"] and amp:  # a run without AMP saved an empty scaler state
+            scaler.load_state_dict(checkpoint["scaler"])
         step, elapsed_before = checkpoint["step"], checkpoint.get("seconds", 0.0)
+        # exact for one process; under DDP every process restores rank 0's state
         torch.set_rng_state(checkpoint["rng"]["torch"])
         if device.type == "cuda" and checkpoint["rng"].get("cuda") is not None:
             torch.cuda.set_rng_state(checkpoint["rng"]["cuda"], device)
+    ema = ModelEMA(module, config.ema_decay) if config.ema_decay else None
+    if ema is not None and checkpoint is not None and checkpoint.get("ema"):
+        ema.load_state_dict(checkpoint["ema"])
     model = module
     if world.world_size > 1:
         model = nn.parallel.DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
@@ -376,7 +294,8 @@ def _train(config: TrainConfig, family: Family, device: torch.device, world: _Di
         state = {"format": CHECKPOINT_FORMAT, "model_family": config.model, "num_classes": num_classes,
                  "model_config": family.model_config(module), "train_config": asdict(config),
                  "label_to_category_id": dict(dataset.label_to_category_id), "step": step,
-                 "seconds": elapsed_before + train_seconds}  # training time, evaluations left out
+                 "seconds": elapsed_before + train_seconds,  # training time, evaluations left out
+                 "world_size": world.world_size}
         if full:
             return {**state, "model": module.state_dict(), "ema": ema.state_dict() if ema else None,
                     "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
@@ -418,9 +337,9 @@ def _train(config: TrainConfig, family: Family, device: torch.device, world: _Di
             labels = [lab.to(device) for lab in labels]
             loss_dict = family.loss(model, module, images, boxes, labels, amp)
             loss = sum(loss_dict.values())
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"step {step + 1}: loss is {float(loss)} "
-                                         f"({ {k: float(v) for k, v in loss_dict.items()} })")
+            if world.any(not bool(torch.isfinite(loss))):  # every process stops, none waits in backward
+                raise FloatingPointError(f"step {step + 1}: loss is {float(loss.detach())} "
+                                         f"({ {k: float(v.detach()) for k, v in loss_dict.items()} })")
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(optimizer)
@@ -441,20 +360,22 @@ def _train(config: TrainConfig, family: Family, device: torch.device, world: _Di
                     bar.update(1)
                     bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{lr:.2e}")
             train_seconds = time.perf_counter() - start_time - eval_seconds
-            if config.eval_every and step % config.eval_every == 0 and step < config.steps:
+            evaluating = bool(config.eval_every) and step % config.eval_every == 0 and step < config.steps
+            saving = bool(config.checkpoint_every) and step % config.checkpoint_every == 0
+            if evaluating:
                 eval_start = time.perf_counter()
                 evaluate_now()
                 eval_seconds += time.perf_counter() - eval_start
-            if config.checkpoint_every and step % config.checkpoint_every == 0 and world.main:
-                _save_atomic(checkpoint_dict(full=True), checkpoint_path)
-            if config.eval_every or config.checkpoint_every:
+            if saving and world.main:
+                save_atomic(checkpoint_dict(full=True), checkpoint_path)
+            if evaluating or saving:  # the other processes wait for rank 0
                 world.barrier()
         seconds = train_seconds
         if not metrics or metrics[-1]["step"] != step:
             evaluate_now()
         if world.main:
-            _save_atomic(checkpoint_dict(full=True), checkpoint_path)
-            _save_atomic(checkpoint_dict(full=False), model_path)
+            save_atomic(checkpoint_dict(full=True), checkpoint_path)
+            save_atomic(checkpoint_dict(full=False), model_path)
         world.barrier()
     finally:
         if log is not None:
@@ -465,81 +386,4 @@ def _train(config: TrainConfig, family: Family, device: torch.device, world: _Di
             "model": model_path, "log": out / LOG_NAME, "seconds": seconds,
             "images_per_second": images_run / seconds if seconds > 0 else math.nan,
             "module": module, "ema_module": ema.module if ema else None}
-
-
-# ---------------------------------------------------------------- evaluation
-
-def finite_metrics(metrics: dict) -> dict:
-    """``evaluate_coco``'s numbers only (no table, no COCOeval), NaN written as None so the dict is valid JSON."""
-    def clean(value):
-        return None if isinstance(value, float) and math.isnan(value) else value
-
-    return {k: ({n: clean(v) for n, v in value.items()} if isinstance(value, dict) else clean(value))
-            for k, value in metrics.items() if isinstance(value, (int, float, dict))}
-
-
-def dumps_metrics(metrics: dict) -> str:
-    """One JSON line of :func:`finite_metrics`."""
-    return json.dumps(finite_metrics(metrics), allow_nan=False)
-
-
-@torch.no_grad()
-def predict_dataset(family: Family, module: nn.Module, dataset: CocoDetection, input_size: int,
-                    batch_size: int = 8) -> list[dict]:
-    """Detections for every image of ``dataset``, in its original pixels.
-
-    Each image is resized (aspect ratio kept, padded) to ``input_size`` square, predicted by
-    ``family.predict`` (the module must be in eval mode) and its boxes mapped back through
-    the inverse warp matrix.
-    """
-    from detviz.transforms import warp_boxes
-
-    device = next(module.parameters()).device
-    resize = NanoDetWarp((input_size, input_size), scale=(1.0, 1.0), translate=0.0, flip=0.0)
-    fixed = torch.Generator().manual_seed(0)  # the draws do not matter: this warp is a plain resize
-    empty = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}
-    predictions = []
-    for start in range(0, len(dataset), batch_size):
-        warped = [resize(dataset[i][0], empty, fixed) for i in range(start, min(start + batch_size, len(dataset)))]
-        batch = torch.stack([w[0] for w in warped]).to(device)  # [B, 3, S, S]
-        for prediction, (_, _, meta) in zip(family.predict(module, batch), warped):
-            h, w = meta["ori_shape"]
-            back = torch.linalg.inv(meta["warp_matrix"])  # input pixels -> original pixels
-            prediction = {k: v.cpu() for k, v in prediction.items()}
-            predictions.append({**prediction, "boxes": warp_boxes(prediction["boxes"], back, width=w, height=h)})
-    return predictions
-
-
-def evaluate_model(family: Family, module: nn.Module, dataset: CocoDetection, input_size: int,
-                   batch_size: int = 8) -> dict:
-    """pycocotools' metrics (``detviz.evaluation.evaluate_coco``) of ``module`` on ``dataset``."""
-    from detviz.evaluation import evaluate_coco, to_coco_results
-
-    predictions = predict_dataset(family, module, dataset, input_size, batch_size)
-    return evaluate_coco(dataset.coco, to_coco_results(predictions, dataset.image_ids, dataset.label_to_category_id))
-
-
-def evaluate_checkpoint(checkpoint_path: str | Path, data: str | Path, *, batch_size: int = 8,
-                        device: str = "cpu") -> tuple[dict, Path]:
-    """COCO metrics of a checkpoint (``checkpoint.pt`` or ``model.pt``) on ``data``.
-
-    The EMA weights are used when the checkpoint has them. Predictions are made at the
-    run's input size and mapped back to each image's original pixels; the COCO results list
-    is written next to the checkpoint as ``<checkpoint stem>.results.json``.
-
-    Returns:
-        (``evaluate_coco``'s dict, path of the results json).
-    """
-    from detviz.evaluation import evaluate_coco, to_coco_results
-
-    dataset = open_dataset(data)
-    checkpoint = load_checkpoint(checkpoint_path, num_classes=len(dataset.label_to_category_id))
-    family = get_family(checkpoint["model_family"])
-    module = build_model_from_checkpoint(checkpoint).to(device).eval()
-    input_size = checkpoint["train_config"]["input_size"]
-    predictions = predict_dataset(family, module, dataset, input_size, batch_size)
-    results = to_coco_results(predictions, dataset.image_ids, dataset.label_to_category_id)
-    results_path = Path(checkpoint_path).with_suffix(".results.json")
-    results_path.write_text(json.dumps(results) + "\n")
-    return evaluate_coco(dataset.coco, results), results_path
 

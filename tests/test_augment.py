@@ -200,3 +200,26 @@ def test_axis_aligned_warp_interpolates_by_hand():
     out = warp_image(image, twice, (1, 4), fill=0.5)
     # -0.25: 0.25 of the border (0.5) + 0.75 of pixel 0; 1.25: 0.75 of pixel 1 + 0.25 of the border
     assert_close(out[0, 0], torch.tensor([0.125, 0.25, 0.75, 0.875]))
+
+
+def test_axis_aligned_path_equals_the_general_formula():
+    from detviz.augment import _taps, _warp_axis_aligned
+
+    image = torch.rand(3, 40, 56)
+    warp = NanoDetWarp((64, 64))
+    generator = torch.Generator().manual_seed(3)
+    for _ in range(5):
+        matrix = warp.draw_matrix(40, 56, generator)
+        inverse = torch.linalg.inv(matrix)
+        padded = torch.nn.functional.pad(image, (1, 1, 1, 1), value=0.25)
+        # the general formula: every output pixel's source point, four taps, bilinear weights
+        ys, xs = torch.meshgrid(torch.arange(64.0, dtype=torch.float64) + 0.5,
+                                torch.arange(64.0, dtype=torch.float64) + 0.5, indexing="ij")
+        src = inverse @ torch.stack([xs.flatten(), ys.flatten(), torch.ones(64 * 64, dtype=torch.float64)])
+        (cols, fx), (rows, fy) = _taps(src[0] - 0.5, 56, image.dtype), _taps(src[1] - 0.5, 40, image.dtype)
+        flat = padded.flatten(1)
+        read = lambda r, c: flat[:, r * 58 + c]  # noqa: E731
+        expected = ((read(rows[0], cols[0]) * (1 - fx) + read(rows[0], cols[1]) * fx) * (1 - fy)
+                    + (read(rows[1], cols[0]) * (1 - fx) + read(rows[1], cols[1]) * fx) * fy).view(3, 64, 64)
+        assert_close(_warp_axis_aligned(padded, inverse, 64, 64), expected)
+        assert_close(warp_image(image, matrix, (64, 64), fill=0.25), expected)

@@ -328,3 +328,21 @@ def test_box_iof_by_hand():
     assert_close(B.box_iof(priors, regions), torch.tensor([[0.5], [0.0], [0.0]]))
     assert_close(B.box_iof(regions, priors), torch.tensor([[1.0, 0.0, 0.0]]))
     assert B.box_iof(torch.zeros(0, 4), regions).shape == (0, 1)
+
+
+@pytest.mark.parametrize("block", [3, 256])
+def test_nms_across_several_blocks_matches_torchvision(block, monkeypatch):
+    monkeypatch.setattr(B, "NMS_BLOCK", block)
+    g = torch.Generator().manual_seed(7)
+    xy = torch.rand(1000, 2, generator=g) * 300
+    boxes = torch.cat([xy, xy + 5 + torch.rand(1000, 2, generator=g) * 60], dim=1)
+    scores = torch.rand(1000, generator=g)
+    for threshold in (0.3, 0.7):
+        assert B.nms(boxes, scores, threshold).tolist() == tv_ops.nms(boxes, scores, threshold).tolist()
+
+
+def test_nms_of_half_precision_boxes_with_large_areas():
+    # 300 x 300 px boxes: areas above float16's largest value 65504
+    boxes = torch.tensor([[0.0, 0.0, 300.0, 300.0], [10.0, 10.0, 310.0, 310.0], [400.0, 0.0, 700.0, 300.0]])
+    scores = torch.tensor([0.9, 0.8, 0.7])
+    assert B.nms(boxes.half(), scores.half(), 0.5).tolist() == [0, 2]

@@ -242,3 +242,51 @@ def test_cli_train_rejects_bad_numbers(capsys):
         main(["train", "--model", "gfl", "--time-budget", "-5"])
     assert exit_info.value.code == 2
     assert "--time-budget: expected a positive number, got -5.0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(optimizer="lamb"), r"optimizer must be one of \('sgd', 'adamw'\)"),
+    (dict(schedule="step"), r"schedule must be one of \('cosine', 'constant'\)"),
+    (dict(steps=0), "steps must be >= 1, got 0"),
+    (dict(workers=-1), "workers must be >= 0, got -1"),
+    (dict(ema_decay=1.0), r"ema_decay must be in \[0, 1\), got 1.0"),
+    (dict(time_budget=float("nan")), "time_budget must be a positive number of seconds, got nan"),
+    (dict(lr=-0.1), "lr must be a positive number, got -0.1"),
+    (dict(min_lr_ratio=2.0), r"min_lr_ratio must be in \[0, 1\], got 2.0"),
+    (dict(device="gpu0"), "device must be 'cpu', 'cuda' or 'cuda:N', got 'gpu0'"),
+])
+def test_bad_settings_name_what_was_expected(tiny_data, tmp_path, change, message):
+    with pytest.raises(ValueError, match=message):
+        train(_config(tiny_data, tmp_path, **change))
+
+
+def test_resume_refuses_changed_batches_and_finished_runs(one_step_checkpoint, tiny_data, tmp_path):
+    resume = str(one_step_checkpoint)
+    with pytest.raises(ValueError, match="was trained with batch_size=2; resume with the same value, not 3"):
+        train(_config(tiny_data, tmp_path, batch_size=3, resume=resume))
+    with pytest.raises(ValueError, match=r"is already at step 1; give steps > 1"):
+        train(_config(tiny_data, tmp_path, steps=1, resume=resume))
+
+
+def test_val_data_with_other_categories_is_refused(tiny_data, tmp_path):
+    other = tmp_path / "other"
+    write_dataset(other, num_images=2, seed=0, size=96)
+    coco = json.loads((other / "annotations.json").read_text())
+    coco["categories"] = coco["categories"][:3]
+    coco["annotations"] = [a for a in coco["annotations"] if a["category_id"] <= 3]
+    (other / "annotations.json").write_text(json.dumps(coco))
+    with pytest.raises(ValueError, match="val_data .*other has the categories"):
+        train(_config(tiny_data, tmp_path / "run", val_data=str(other)))
+
+
+def test_nan_loss_stops_the_run_naming_the_step(tiny_data, tmp_path, monkeypatch):
+    family = get_family("gfl")
+    real_loss = family.loss
+
+    def poisoned(*args, **kwargs):
+        losses = real_loss(*args, **kwargs)
+        return {**losses, "loss_qfl": losses["loss_qfl"] * float("nan")}
+
+    monkeypatch.setattr(family, "loss", poisoned)
+    with pytest.raises(FloatingPointError, match=r"step 1: loss is nan \(\{'loss_qfl': nan"):
+        train(_config(tiny_data, tmp_path))

@@ -28,7 +28,7 @@ from pycocotools.coco import COCO
 from torch import Tensor
 from torch.utils.data import Dataset
 
-__all__ = ["CocoDetection", "collate_fn"]
+__all__ = ["CocoDetection", "collate_fn", "open_dataset"]
 
 
 class CocoDetection(Dataset):
@@ -114,3 +114,11 @@ def collate_fn(batch: list[tuple[Tensor, dict]]) -> tuple[list[Tensor], list[dic
     """Keep a detection batch as lists: images differ in size, targets in box count."""
     images, targets = zip(*batch)
     return list(images), list(targets)
+
+
+def open_dataset(folder: str | Path) -> CocoDetection:
+    """``folder/images`` + ``folder/annotations.json`` with labels 0..C-1."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"dataset folder {folder} does not exist (expected images/ + annotations.json)")
+    return CocoDetection(folder / "images", folder / "annotations.json", label_offset=0)
