@@ -1,4 +1,4 @@
-"""One training loop for every model family (:mod:`detviz.families`), and checkpoint evaluation.
+"""One training loop for every model family (:mod:`detviz.families`).
 
 ``train(TrainConfig(model="gfl"))`` runs, for each step:
 
@@ -274,7 +274,8 @@ def _train(config: TrainConfig, family: Family, device: torch.device, world: Pro
         ema.load_state_dict(checkpoint["ema"])
     model = module
     if world.world_size > 1:
-        model = nn.parallel.DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
+        device_ids = [device.index] if device.type == "cuda" else None
+        model = nn.parallel.DistributedDataParallel(module, device_ids=device_ids)
 
     warp = NanoDetWarp((config.input_size, config.input_size))
     batches = StepBatches(len(dataset), config.batch_size, config.seed, step, config.steps, rank=world.rank,
