@@ -278,8 +278,8 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     1. Sort boxes by decreasing score. 2. Keep the best remaining box. 3. Drop every remaining
     box whose IoU with it is ``> iou_threshold``. 4. Repeat until none remain. A NaN IoU (two
     zero-area boxes) never suppresses, as in torchvision's kernel. The IoUs are computed for
-    ``NMS_BLOCK`` ranked boxes at a time against all boxes, and the greedy walk runs over
-    booleans, so a box that is already suppressed costs one lookup.
+    ``NMS_BLOCK`` ranked boxes at a time, only for boxes not suppressed yet, and the greedy walk
+    runs over booleans, so a box that is already suppressed costs one lookup.
 
     Args:
         boxes (Tensor[N, 4]): xyxy. scores (Tensor[N]): float. iou_threshold: suppression threshold.
@@ -293,19 +293,22 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     ranked = boxes[order].to(torch.promote_types(boxes.dtype, torch.float32))  # [N, 4] by decreasing score
     n = ranked.shape[0]
     suppressed = np.zeros(n, dtype=bool)
-    keep, block_rows, overlaps = [], None, None
-    for i in range(n):  # only kept boxes do work; a suppressed one costs one lookup
-        if suppressed[i]:
+    keep = []
+    for start in range(0, n, NMS_BLOCK):
+        rows = np.flatnonzero(~suppressed[start:start + NMS_BLOCK]) + start  # survivors of earlier blocks
+        if rows.size == 0:
             continue
-        keep.append(i)
-        if block_rows is None or i >= block_rows.stop:  # IoUs of the next NMS_BLOCK ranked boxes with all boxes
-            block_rows = range(i, min(i + NMS_BLOCK, n))
-            inter, union = _inter_union(ranked[block_rows.start:block_rows.stop, None, :], ranked[None, :, :])
-            # IoU in the boxes' dtype, compared with the threshold in double, as torchvision's kernel
-            # does: IoU 30/100 is 0.30000001 in float32, which suppresses at threshold 0.3
-            overlaps = ((inter / union).double() > iou_threshold).cpu().numpy()  # [block, N]
-        row = overlaps[i - block_rows.start]
-        suppressed[i + 1:] |= row[i + 1:]  # lower-ranked boxes overlapping box i; NaN IoU never suppresses
+        cols = np.flatnonzero(~suppressed[start:]) + start  # boxes from this block on, not yet suppressed
+        inter, union = _inter_union(ranked[torch.from_numpy(rows), None, :], ranked[None, torch.from_numpy(cols), :])
+        # IoU in the boxes' dtype, compared with the threshold in double, as torchvision's kernel
+        # does: IoU 30/100 is 0.30000001 in float32, which suppresses at threshold 0.3
+        overlaps = ((inter / union).double() > iou_threshold).cpu().numpy()  # [rows, cols]; NaN never suppresses
+        for i, row in zip(rows.tolist(), overlaps):
+            if suppressed[i]:  # suppressed by a higher-ranked box of this block
+                continue
+            keep.append(i)
+            hit = cols[row]
+            suppressed[hit[hit > i]] = True
     return order[torch.as_tensor(keep, dtype=torch.int64, device=boxes.device)]
 
 
