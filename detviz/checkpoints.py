@@ -41,7 +41,7 @@ def save_atomic(obj: dict, path: Path) -> None:
 
 def load_checkpoint(path: str | Path, *, model_family: str | None = None, num_classes: int | None = None,
                     for_resume: bool = False) -> dict:
-    """Read ``checkpoint.pt`` or ``model.pt`` written by :func:`train` and check what it holds.
+    """Read ``checkpoint.pt`` or ``model.pt`` written by :func:`detviz.train.train` and check what it holds.
 
     Args:
         model_family: when given, the family the checkpoint must hold.

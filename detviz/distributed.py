@@ -17,7 +17,8 @@ __all__ = ["Processes", "training_device"]
 
 
 class Processes:
-    """rank/world size under torchrun; a process group is started here and ended by :meth:`close`."""
+    """This process's rank and the world size; under torchrun the process group is started here
+    (unless the caller started one) and ended by :meth:`close`."""
 
     def __init__(self, device: torch.device):
         self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
@@ -34,6 +35,7 @@ class Processes:
         return self.rank == 0
 
     def mean(self, values: Tensor) -> Tensor:
+        """The mean of ``values`` over the processes (the same tensor back with one process)."""
         if self.world_size > 1:
             values = values.clone()
             dist.all_reduce(values)
@@ -49,6 +51,7 @@ class Processes:
         return bool(box.item())
 
     def from_main(self, value: float) -> float:
+        """Rank 0's ``value`` on every process (so all agree, e.g., on when a time budget ends)."""
         if self.world_size == 1:
             return value
         box = torch.tensor([value], dtype=torch.float64, device=self.device)
@@ -67,6 +70,7 @@ class Processes:
 
 
 def training_device(name: str) -> torch.device:
+    """``torch.device(name)``, checked; a bare "cuda" under torchrun means this process's ``LOCAL_RANK`` GPU."""
     try:
         device = torch.device(name)
     except RuntimeError:
