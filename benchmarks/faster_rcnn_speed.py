@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
 import torchvision
@@ -23,6 +22,7 @@ from torchvision.ops import MultiScaleRoIAlign
 
 from detviz.anchors import AnchorGenerator
 from detviz.models.faster_rcnn import FasterRCNN
+from timing import timed  # benchmarks/timing.py, beside this script
 
 SIZES, RATIOS = ((32, 64, 128, 256, 512),), ((0.5, 1.0, 2.0),)
 
@@ -51,12 +51,6 @@ def build_mobilenet_v3_pair():
     ours = get_family("faster_rcnn").build(6, 320)
     ours.load_state_dict(reference.state_dict())
     return reference, ours
-
-
-def timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def main() -> None:

@@ -11,20 +11,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
 
 from detviz.models.yolov3 import YOLOv3Config, build_yolov3
 from detviz.yolo import build_targets, yolo_loss
+from timing import timed  # benchmarks/timing.py, beside this script
 
 SIZE = 416
-
-
-def timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def main() -> None:

@@ -15,40 +15,25 @@ import math
 import sys
 
 
-def _int_at_least(minimum: int, expected: str):
-    """An argparse type: an integer >= ``minimum``, else an error saying ``expected``."""
-    def parse(text: str) -> int:
+def _number(convert, accept, expected: str):
+    """An argparse type: ``convert(text)`` (int or float) where ``accept`` holds, else an error saying ``expected``."""
+    def parse(text: str):
         try:
-            value = int(text)
+            value = convert(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
-        if value < minimum:
+        if not accept(value):
             raise argparse.ArgumentTypeError(f"expected {expected}, got {value}")
         return value
     return parse
 
 
-_positive_int = _int_at_least(1, "a positive integer")
-_non_negative_int = _int_at_least(0, "an integer >= 0")
-
-
-def _float_in(check, expected: str):
-    """An argparse type: a float for which ``check`` holds, else an error saying ``expected``."""
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
-        if not check(value):
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {value}")
-        return value
-    return parse
-
-
-_positive_float = _float_in(lambda v: v > 0 and math.isfinite(v), "a positive number")
-_non_negative_float = _float_in(lambda v: v >= 0 and math.isfinite(v), "a number >= 0")
-_fraction = _float_in(lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]")
-_decay = _float_in(lambda v: 0.0 <= v < 1.0, "a number in [0, 1)")
+_positive_int = _number(int, lambda v: v >= 1, "a positive integer")
+_non_negative_int = _number(int, lambda v: v >= 0, "an integer >= 0")
+_positive_float = _number(float, lambda v: v > 0 and math.isfinite(v), "a positive number")
+_non_negative_float = _number(float, lambda v: v >= 0 and math.isfinite(v), "a number >= 0")
+_fraction = _number(float, lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]")
+_decay = _number(float, lambda v: 0.0 <= v < 1.0, "a number in [0, 1)")
 
 
 def _add_data(commands) -> None:

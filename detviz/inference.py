@@ -17,7 +17,9 @@ from torch import nn
 from detviz.augment import NanoDetWarp
 from detviz.checkpoints import build_model_from_checkpoint, load_checkpoint
 from detviz.datasets.coco import CocoDetection, open_dataset
+from detviz.evaluation import evaluate_coco, to_coco_results
 from detviz.families import Family, get_family
+from detviz.transforms import warp_boxes
 
 __all__ = ["predict_dataset", "evaluate_model", "evaluate_checkpoint", "finite_metrics", "dumps_metrics"]
 
@@ -45,8 +47,6 @@ def predict_dataset(family: Family, module: nn.Module, dataset: CocoDetection, i
     ``family.predict`` (the module must be in eval mode) and its boxes mapped back through
     the inverse warp matrix.
     """
-    from detviz.transforms import warp_boxes
-
     device = next(module.parameters()).device
     resize = NanoDetWarp((input_size, input_size), scale=(1.0, 1.0), translate=0.0, flip=0.0)
     fixed = torch.Generator().manual_seed(0)  # the draws do not matter: this warp is a plain resize
@@ -63,13 +63,17 @@ def predict_dataset(family: Family, module: nn.Module, dataset: CocoDetection, i
     return predictions
 
 
+def _coco_results(family: Family, module: nn.Module, dataset: CocoDetection, input_size: int,
+                  batch_size: int) -> list[dict]:
+    """:func:`predict_dataset` as a COCO results list (category ids and xywh boxes of the dataset)."""
+    predictions = predict_dataset(family, module, dataset, input_size, batch_size)
+    return to_coco_results(predictions, dataset.image_ids, dataset.label_to_category_id)
+
+
 def evaluate_model(family: Family, module: nn.Module, dataset: CocoDetection, input_size: int,
                    batch_size: int = 8) -> dict:
     """pycocotools' metrics (``detviz.evaluation.evaluate_coco``) of ``module`` on ``dataset``."""
-    from detviz.evaluation import evaluate_coco, to_coco_results
-
-    predictions = predict_dataset(family, module, dataset, input_size, batch_size)
-    return evaluate_coco(dataset.coco, to_coco_results(predictions, dataset.image_ids, dataset.label_to_category_id))
+    return evaluate_coco(dataset.coco, _coco_results(family, module, dataset, input_size, batch_size))
 
 
 def evaluate_checkpoint(checkpoint_path: str | Path, data: str | Path, *, batch_size: int = 8,
@@ -83,15 +87,11 @@ def evaluate_checkpoint(checkpoint_path: str | Path, data: str | Path, *, batch_
     Returns:
         (``evaluate_coco``'s dict, path of the results json).
     """
-    from detviz.evaluation import evaluate_coco, to_coco_results
-
     dataset = open_dataset(data)
     checkpoint = load_checkpoint(checkpoint_path, num_classes=len(dataset.label_to_category_id))
     family = get_family(checkpoint["model_family"])
     module = build_model_from_checkpoint(checkpoint).to(device).eval()
-    input_size = checkpoint["train_config"]["input_size"]
-    predictions = predict_dataset(family, module, dataset, input_size, batch_size)
-    results = to_coco_results(predictions, dataset.image_ids, dataset.label_to_category_id)
+    results = _coco_results(family, module, dataset, checkpoint["train_config"]["input_size"], batch_size)
     results_path = Path(checkpoint_path).with_suffix(".results.json")
     results_path.write_text(json.dumps(results) + "\n")
     return evaluate_coco(dataset.coco, results), results_path

@@ -20,13 +20,7 @@ def tiny_data(tmp_path_factory):
     write_dataset(folder, num_images=5, seed=3, size=96, empty_fraction=0.2, max_objects=3)
     return folder
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.mark.parametrize("name", ["gfl", "faster_rcnn", "yolov3", "sparse"])

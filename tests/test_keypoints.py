@@ -12,14 +12,7 @@ from detviz.models.yolov3 import YOLOv3KeypointConfig, build_yolov3_keypoint
 
 LN2 = math.log(2.0)
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny convolutions: one thread is faster and immune to a busy 2-core machine; restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def targets_for(points, labels, size=(4, 4), stride=8, num_classes=2, sigma=1.0):

@@ -23,15 +23,7 @@ BATCHES = {
     "all_empty": ([NO_BOXES, NO_BOXES], [NO_LABELS, NO_LABELS]),
 }
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny convolutions run faster on one thread, and two threads on a busy 2-core machine can
-    spin for seconds at every parallel region (as in test_yolo.py); restore the setting afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def make_model(seed: int = 0, **overrides) -> SparseDetector:

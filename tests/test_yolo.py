@@ -17,15 +17,9 @@ from detviz.yolo import (ANCHOR_MASKS, COCO_ANCHORS, aligned_complete_box_iou, b
 
 TRACE = load_trace("seed004_yolov3")
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny convolutions run faster on one thread, and two threads on a busy 2-core machine can
-    spin for seconds at every parallel region; restore the setting afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+
 LN2 = math.log(2.0)
 ANCHORS = torch.tensor(COCO_ANCHORS)
 

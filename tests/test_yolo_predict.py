@@ -14,14 +14,7 @@ SIZES = [(2, 3), (4, 6), (8, 12)]  # levels 0, 1, 2 = strides 32, 16, 8
 C = 3
 OFF = -30.0  # a logit whose sigmoid (~1e-13) is far below any threshold
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny convolutions run faster on one thread; restore the setting afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _blank(batch=1):

@@ -11,15 +11,7 @@ from detviz.models.yolov3 import (Darknet53, SeparatedKeypointHead, SharedKeypoi
 
 TRACE = load_trace("seed004_yolov3")
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny convolutions run faster on one thread, and two threads on a busy 2-core machine can
-    spin for seconds at every parallel region; restore the setting afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def native_count(module: nn.Module) -> int:
