@@ -21,7 +21,7 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator as TVAncho
 from torchvision.ops import MultiScaleRoIAlign
 
 from detviz.anchors import AnchorGenerator
-from detviz.models.faster_rcnn import FasterRCNN
+from detviz.rcnn.model import FasterRCNN
 from timing import timed  # benchmarks/timing.py, beside this script
 
 SIZES, RATIOS = ((32, 64, 128, 256, 512),), ((0.5, 1.0, 2.0),)
@@ -44,7 +44,7 @@ def build_pair():
 def build_mobilenet_v3_pair():
     from torchvision.models.detection import fasterrcnn_mobilenet_v3_large_320_fpn
 
-    from detviz.families import get_family
+    from detviz.engine.families import get_family
 
     torch.manual_seed(0)
     reference = fasterrcnn_mobilenet_v3_large_320_fpn(weights=None, weights_backbone=None, num_classes=7)

@@ -7,7 +7,7 @@ Models (``--models``): ``gfl`` (detviz NanoDet-m), ``faster_rcnn`` (detviz Faste
 torchvision's MobileNetV3-Large 320 FPN layout) and ``torchvision_faster_rcnn``
 (``torchvision.models.detection.fasterrcnn_mobilenet_v3_large_320_fpn(weights=None,
 weights_backbone=None)``, trained by the same loop). Each one is trained from scratch by
-:func:`detviz.train.train` on the same synthetic train split (seed 1) with the same
+:func:`detviz.engine.train.train` on the same synthetic train split (seed 1) with the same
 augmentation, batch size and time budget, then evaluated by pycocotools on a held-out split
 (seed 2). Printed per model: mAP@[.5:.95], AP50, steps, training images per second (images
 through forward + backward + step, data loading included) and inference images per second
@@ -32,11 +32,9 @@ from pathlib import Path
 import torch
 
 from detviz.datasets.synthetic import write_dataset
-from detviz.families import FAMILIES, FasterRCNNFamily, get_family, register_family
-from detviz.train import (METRICS_NAME, MODEL_NAME, TrainConfig, build_model_from_checkpoint, load_checkpoint,
-                          open_dataset, predict_dataset, train)
-
-FAMILIES_OF_THE_CLI = tuple(FAMILIES)
+from detviz.engine.families import FAMILIES, FasterRCNNFamily
+from detviz.engine.train import (METRICS_NAME, MODEL_NAME, TrainConfig, build_model_from_checkpoint, load_checkpoint,
+                                 open_dataset, predict_dataset, train)
 
 # per-model settings; everything else is shared
 SETTINGS = {
@@ -54,12 +52,16 @@ class TorchvisionFasterRCNN(FasterRCNNFamily):
     def rebuild(self, model_config):
         from torchvision.models.detection import fasterrcnn_mobilenet_v3_large_320_fpn
 
-        model = fasterrcnn_mobilenet_v3_large_320_fpn(weights=None, weights_backbone=None,
-                                                      num_classes=model_config["num_classes"],
-                                                      min_size=model_config["min_size"],
-                                                      max_size=model_config["max_size"])
-        model.detviz_config = dict(model_config)
+        from detviz.rcnn.model import FasterRCNNConfig
+
+        cfg = FasterRCNNConfig(**model_config)  # the builder's own defaults are this config's
+        model = fasterrcnn_mobilenet_v3_large_320_fpn(weights=None, weights_backbone=None, num_classes=cfg.num_classes,
+                                                      min_size=cfg.min_size, max_size=cfg.max_size)
+        model.cfg = cfg
         return model
+
+
+REFERENCE_FAMILIES = {f.name: f for f in (TorchvisionFasterRCNN(),)}
 
 
 def dataset(folder: Path, seed: int, num_images: int) -> Path:
@@ -68,8 +70,7 @@ def dataset(folder: Path, seed: int, num_images: int) -> Path:
     return folder
 
 
-def inference_speed(name: str, module, val_dir: Path, input_size: int) -> float:
-    family = get_family(name)
+def inference_speed(family, module, val_dir: Path, input_size: int) -> float:
     module.eval()
     val = open_dataset(val_dir)
     predict_dataset(family, module, val, input_size)  # warm-up pass
@@ -92,7 +93,6 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
-    register_family(TorchvisionFasterRCNN())
     out = Path(args.out)
     train_dir = dataset(out / f"train-n{args.train_images}-seed1", 1, args.train_images)
     val_dir = dataset(out / f"val-n{args.val_images}-seed2", 2, args.val_images)
@@ -112,16 +112,17 @@ def main() -> None:
                    "--warmup-steps", str(config.warmup_steps), "--ema-decay", "0.9998", "--device", args.device,
                    "--quiet"] + (["--lr", f"{config.lr:g}"] if config.lr is not None else [])
         print(" ".join(command), flush=True)
-        if name in FAMILIES_OF_THE_CLI:  # detviz's own models: the command line, as a user runs it
+        family = FAMILIES[name] if name in FAMILIES else REFERENCE_FAMILIES[name]
+        if name in FAMILIES:  # detviz's own models: the command line, as a user runs it
             subprocess.run(command, check=True, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
-        else:  # a reference model registered in this process only
-            train(dataclasses.replace(config, progress=False))
+        else:  # a reference model, passed to the loop in this process
+            train(dataclasses.replace(config, progress=False), family=family)
         checkpoint = load_checkpoint(Path(config.out) / MODEL_NAME, model_family=name)
         metrics = json.loads((Path(config.out) / METRICS_NAME).read_text())[-1]
-        module = build_model_from_checkpoint(checkpoint).to(args.device)
+        module = build_model_from_checkpoint(checkpoint, family=family).to(args.device)
         rows.append({"model": name, "mAP": metrics["mAP"], "AP50": metrics["AP50"], "steps": checkpoint["step"],
                      "train_img_per_s": checkpoint["step"] * args.batch_size / checkpoint["seconds"],
-                     "infer_img_per_s": inference_speed(name, module, val_dir, args.input_size)})
+                     "infer_img_per_s": inference_speed(family, module, val_dir, args.input_size)})
         print(json.dumps(rows[-1]), flush=True)
 
     print(f"\n{'model':26s} {'mAP':>6s} {'AP50':>6s} {'steps':>6s} {'train img/s':>12s} {'infer img/s':>12s}")

@@ -14,8 +14,8 @@ import statistics
 
 import torch
 
-from detviz.models.yolov3 import YOLOv3Config, build_yolov3
 from detviz.yolo import build_targets, yolo_loss
+from detviz.yolo.model import YOLOv3Config, build_yolov3
 from timing import timed  # benchmarks/timing.py, beside this script
 
 SIZE = 416

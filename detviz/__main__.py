@@ -6,7 +6,7 @@
 
 Commands are argparse subcommands, each a ``_add_<name>`` that declares its arguments and
 a ``_run_<name>`` that does the work; ``data`` writes the synthetic shapes dataset
-(``detviz.datasets.synthetic``), ``train`` and ``evaluate`` run ``detviz.train``.
+(``detviz.datasets.synthetic``), ``train`` and ``evaluate`` run ``detviz.engine.train``.
 """
 from __future__ import annotations
 
@@ -64,9 +64,9 @@ def _run_data(args: argparse.Namespace) -> None:
 
 
 def _add_train(commands) -> None:
-    from detviz.families import FAMILIES
-    from detviz.optim import SCHEDULES
-    from detviz.train import DEFAULT_LR
+    from detviz.engine.families import FAMILIES
+    from detviz.engine.optim import SCHEDULES
+    from detviz.engine.train import DEFAULT_LR
 
     parser = commands.add_parser(
         "train", help="train a detector (gfl, faster_rcnn, yolov3, sparse) on a COCO folder",
@@ -112,7 +112,7 @@ def _add_train(commands) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> None:
-    from detviz.train import TrainConfig, train
+    from detviz.engine.train import TrainConfig, train
 
     config = TrainConfig(model=args.model, data=args.data, val_data=args.val_data,
                          out=args.out or f"runs/{args.model}", steps=args.steps, time_budget=args.time_budget,
@@ -144,7 +144,7 @@ def _add_evaluate(commands) -> None:
 
 
 def _run_evaluate(args: argparse.Namespace) -> None:
-    from detviz.train import dumps_metrics, evaluate_checkpoint
+    from detviz.engine.train import dumps_metrics, evaluate_checkpoint
 
     metrics, results_path = evaluate_checkpoint(args.checkpoint, args.data, batch_size=args.batch_size,
                                                    device=args.device)

@@ -49,7 +49,7 @@ class TraceKeyError(KeyError):
         return str(self.args[0])
 
 
-class Trace(Mapping):
+class NoteTrace(Mapping):
     """The entries of one trace file, read-only.
 
     ``trace[name]`` is the value as transcribed (number, nested list, string or
@@ -75,7 +75,7 @@ class Trace(Mapping):
         return len(self._entries)
 
     def __repr__(self) -> str:
-        return f"Trace({self.name!r}, note={self.note!r}, {len(self)} entries)"
+        return f"NoteTrace({self.name!r}, note={self.note!r}, {len(self)} entries)"
 
     # Lookups ----------------------------------------------------------------
     def names(self) -> list[str]:
@@ -129,7 +129,7 @@ class Trace(Mapping):
         return f"trace {self.name!r} has no entry {name!r}; close names: {hint}"
 
 
-def load_trace(name: str | Path) -> Trace:
+def load_trace(name: str | Path) -> NoteTrace:
     """Load ``data/traces/<name>.json`` (``name`` may carry ``.json`` or be a path)."""
     path = Path(name)
     if path.suffix != ".json":
@@ -140,7 +140,7 @@ def load_trace(name: str | Path) -> Trace:
         available = sorted(p.stem for p in TRACES_DIR.glob("*.json"))
         raise FileNotFoundError(f"no trace file {path}; available traces: {available}")
     data = json.loads(path.read_text(encoding="utf-8"))
-    return Trace(path.stem, data)
+    return NoteTrace(path.stem, data)
 
 
 # ---------------------------------------------------------------------------- comparison
@@ -166,7 +166,7 @@ def check(name: str, computed: Any, expected: Any, decimals: int | None = None) 
     print(f"✓ {name}  {shown}  (note: {noted})")
 
 
-def check_entry(trace: Trace, name: str, computed: Any) -> None:
+def check_entry(trace: NoteTrace, name: str, computed: Any) -> None:
     """:func:`check` against ``trace[name]`` with the entry's printed ``decimals``."""
     entry = trace.entry(name)
     check(name, computed, entry["value"], entry["decimals"])

@@ -1,6 +1,6 @@
 """The note's keypoint variant of YOLOv3: anchor-free point targets, centerness, and losses.
 
-The model (``detviz.models.yolov3.YOLOv3Keypoint``) predicts per cell ``reg [H, W, 2]``
+The model (``detviz.yolo.model.YOLOv3Keypoint``) predicts per cell ``reg [H, W, 2]``
 (sigmoid -> offset of the point inside the cell, as YOLO's ``tx, ty``) and
 ``cls [H, W, C + 1]`` (C class logits + one centerness logit in place of YOLO's objectness).
 Targets, for one level of stride ``s``:

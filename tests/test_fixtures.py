@@ -6,24 +6,14 @@ one unit in its last printed digit must make that search fail.
 """
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 
 import pytest
 import torch
 
-from detviz.fixtures import (
-    ENTRY_KEYS,
-    NOTES_DIR,
-    QUOTE_KINDS,
-    TRACES_DIR,
-    Trace,
-    TraceKeyError,
-    check,
-    check_entry,
-    load_trace,
-)
+from detviz.fixtures import (ENTRY_KEYS, NOTES_DIR, QUOTE_KINDS, TRACES_DIR, NoteTrace, TraceKeyError, check,
+                             check_entry, load_trace)
 
 TRACE_NAME = "seed002_nanodet_gfl"
 TRACE = load_trace(TRACE_NAME)
@@ -299,7 +289,7 @@ def test_tokenizer_reads_sparse_tables_and_device_strings():
 
 # ---------------------------------------------------------------------------- Trace API
 def test_trace_lookups():
-    assert isinstance(TRACE, Trace) and len(TRACE) == len(NAMES) and "sample1.pos_inds" in TRACE
+    assert isinstance(TRACE, NoteTrace) and len(TRACE) == len(NAMES) and "sample1.pos_inds" in TRACE
     assert TRACE["num_cells"] == NUM_CELLS
     assert TRACE.entry("sample1.overlaps_mean")["decimals"] == 4
     assert TRACE.quote("sample1.overlaps_mean") == "mean：0.3072, 0.2973, 0.0444"
@@ -561,7 +551,7 @@ def test_trace_values_cannot_be_changed_through_lookups():
 # ---------------------------------------------------------------------------- the other trace files
 OTHER_TRACES = sorted(p.stem for p in TRACES_DIR.glob("*.json") if p.stem != TRACE_NAME)
 # An entry may quote a second note of the same trace (seed001_003 quotes notes 001 and 003); its
-# "note" key names the file its lines count in. Trace.quote always reads the trace's own note.
+# "note" key names the file its lines count in. NoteTrace.quote always reads the trace's own note.
 ENTRY_NOTE_KEY = "note"
 
 

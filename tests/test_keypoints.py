@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch.testing import assert_close
 
-from detviz.keypoints import (NO_OWNER, box_ray_distances, centernet_focal_loss, fcos_centerness,
-                              gaussian_heatmap, keypoint_loss, keypoint_targets, polar_centerness)
-from detviz.models.yolov3 import YOLOv3KeypointConfig, build_yolov3_keypoint
+from detviz.keypoints import (NO_OWNER, box_ray_distances, centernet_focal_loss, fcos_centerness, gaussian_heatmap,
+                              keypoint_loss, keypoint_targets, polar_centerness)
+from detviz.yolo.model import YOLOv3KeypointConfig, build_yolov3_keypoint
 
 LN2 = math.log(2.0)
 

@@ -10,7 +10,7 @@ selection in place of keras-yolo3's per-class ``max_boxes``:
 2. boxes are clipped to the input image, and the levels' priors are concatenated
    (level 0 first, ``[H0*W0*A + H1*W1*A + ...]``, row-major cells, anchors innermost);
 3. the ``nms_pre`` priors of highest best-class score are kept, ranked over *all levels
-   together* (GFL's :func:`detviz.predict.gfl_predict` ranks per level instead; YOLOv3's
+   together* (GFL's :func:`detviz.gfl.predict.gfl_predict` ranks per level instead; YOLOv3's
    objectness already makes the levels' scores comparable);
 4. every (prior, class) pair scoring above ``score_thresh`` is a candidate, candidates go
    through per-class NMS (:func:`detviz.boxes.batched_nms`), and the best ``max_per_img``
@@ -101,7 +101,7 @@ def yolo_predict(outputs: Sequence[Tensor], *, input_size: Sequence[int], anchor
 
     Args:
         outputs: per level raw ``Tensor[B, H, W, A, 4 + 1 + C]`` (tx, ty, tw, th, objectness
-            logit, class logits), level 0 = stride 32, as :class:`detviz.models.yolov3.YOLOv3` gives.
+            logit, class logits), level 0 = stride 32, as :class:`detviz.yolo.model.YOLOv3` gives.
         input_size: (height, width) of the network input in pixels.
         anchors: ``[N_anchors, 2]`` (w, h) pixels of the input; ``anchor_masks[l]`` picks level l's.
         score_thresh: in [0, 1); a (prior, class) pair is kept when its score is above it.

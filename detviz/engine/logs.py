@@ -1,0 +1,45 @@
+"""What a run writes as it goes: ``log.csv`` (one row per step) and ``metrics.json`` (one entry
+per evaluation). A resumed run keeps the rows and entries up to its step and drops the rest."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+__all__ = ["LOG_NAME", "METRICS_NAME", "StepLog", "metrics_history", "write_metrics"]
+
+LOG_NAME, METRICS_NAME = "log.csv", "metrics.json"
+
+
+class StepLog:
+    """``log.csv``: one row per step; a resume keeps the rows up to its step and drops the rest."""
+
+    def __init__(self, path: Path, resumed_step: int):
+        self.path, self.rows, self.file, self.writer = path, [], None, None
+        if resumed_step and path.is_file():
+            with path.open(newline="") as f:
+                self.rows = [row for row in csv.DictReader(f) if int(row["step"]) <= resumed_step]
+
+    def write(self, row: dict) -> None:
+        if self.writer is None:
+            self.file = self.path.open("w", newline="")
+            self.writer = csv.DictWriter(self.file, fieldnames=list(row))
+            self.writer.writeheader()
+            self.writer.writerows(self.rows)
+        self.writer.writerow(row)
+        self.file.flush()
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+
+
+def metrics_history(path: Path, resumed_step: int) -> list[dict]:
+    """The entries of ``metrics.json`` up to ``resumed_step`` (none for a new run)."""
+    if resumed_step and path.is_file():
+        return [m for m in json.loads(path.read_text()) if m["step"] <= resumed_step]
+    return []
+
+
+def write_metrics(path: Path, metrics: list[dict]) -> None:
+    path.write_text(json.dumps(metrics, indent=1, allow_nan=False) + "\n")

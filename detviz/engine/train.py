@@ -1,0 +1,441 @@
+"""One training loop for every model family (:mod:`detviz.engine.families`).
+
+``train(TrainConfig(model="gfl"))`` (or ``train(config, family=...)`` with a
+:class:`~detviz.engine.families.Family` of your own) runs in named phases: :func:`_setup`
+(data, model, optimizer), :func:`_resume` (a checkpoint's state), then for each step
+:func:`_step`, :func:`_evaluate` and :func:`_save` as their turns come. Each step is:
+
+1. the step's images (:mod:`detviz.engine.batches`: fixed by the seed and the step number),
+   each warped to ``input_size`` x ``input_size`` by :class:`detviz.datasets.augment.NanoDetWarp`
+   (random scale, flip and shift; boxes follow), built by ``workers`` DataLoader processes;
+2. the family's losses, summed; a NaN or Inf stops the run with the step and the losses;
+3. backward, gradient-norm clipping at 35 (NanoDet's), an SGD or AdamW step at the rate of
+   :func:`detviz.engine.optim.learning_rate` (warm-up, then cosine), and the EMA update;
+4. a row of ``OUT/log.csv`` (step, rate, losses); every ``eval_every`` steps (and at the end)
+   the COCO metrics of the EMA weights on ``val_data``, appended to ``OUT/metrics.json``;
+   every ``checkpoint_every`` steps and at the end ``OUT/checkpoint.pt``, written atomically,
+   and at the end ``OUT/model.pt``, the EMA weights alone for inference.
+
+Resuming restores the weights, the optimizer, the EMA, the step and the global random state;
+the data needs nothing more, so a run stopped and resumed gives the same weights as one
+that never stopped (not so with ``time_budget``, whose schedule follows the clock).
+
+Devices: CPU by default; on CUDA the forward pass runs under float16 autocast with a
+gradient scaler (``amp``) and the model and images are channels-last (``channels_last``).
+Under ``torchrun`` (``WORLD_SIZE`` > 1) the model is wrapped in DistributedDataParallel
+(NCCL on CUDA, gloo on CPU), each process takes its share of every global batch, and only
+rank 0 writes logs, metrics and checkpoints.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from detviz.datasets.augment import NanoDetWarp
+from detviz.datasets.coco import open_dataset
+from detviz.engine.batches import AugmentedSamples, StepBatches, collate_square, derived_seed
+from detviz.engine.checkpoints import (CHECKPOINT_FORMAT, CHECKPOINT_NAME, MODEL_NAME, build_model_from_checkpoint,
+                                       load_checkpoint, save_atomic)
+from detviz.engine.families import Family, get_family
+from detviz.engine.inference import dumps_metrics, evaluate_checkpoint, evaluate_model, finite_metrics, predict_dataset
+from detviz.engine.logs import LOG_NAME, METRICS_NAME, StepLog, metrics_history, write_metrics
+from detviz.engine.optim import SCHEDULES, ModelEMA, learning_rate
+from detviz.engine.processes import Processes, training_device
+
+# the checkpoint and evaluation helpers a training script needs come with it
+__all__ = ["TrainConfig", "train", "synthetic_train_dir", "DEFAULT_LR", "LOG_NAME", "METRICS_NAME",
+           "load_checkpoint", "build_model_from_checkpoint", "open_dataset", "predict_dataset", "evaluate_model",
+           "evaluate_checkpoint", "finite_metrics", "dumps_metrics", "CHECKPOINT_NAME", "MODEL_NAME"]
+
+GRAD_CLIP = 35.0  # NanoDet's grad_clip
+DEFAULT_LR = {"sgd": 0.01, "adamw": 1e-3}
+
+
+@dataclass
+class TrainConfig:
+    """Settings of one run.
+
+    ``data=None`` trains on a generated synthetic split cached in ``cache_dir``
+    (``synthetic_images`` images of ``synthetic_size`` px, seed ``synthetic_seed``).
+    ``batch_size`` is per process. ``time_budget`` (seconds of training, evaluations left out)
+    ends the run when it is spent, ``steps`` then being an upper bound, and drives the schedule
+    by elapsed time.
+    ``ema_decay=0`` keeps no average. ``amp``/``channels_last`` None: on exactly on CUDA.
+    """
+
+    model: str = "gfl"
+    data: str | None = None
+    val_data: str | None = None
+    out: str = "runs/gfl"
+    steps: int = 100
+    batch_size: int = 8
+    input_size: int = 320
+    optimizer: str = "adamw"
+    lr: float | None = None  # None: DEFAULT_LR[optimizer]
+    momentum: float = 0.9
+    weight_decay: float = 0.05
+    schedule: str = "cosine"
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.05
+    ema_decay: float = 0.0
+    time_budget: float | None = None
+    seed: int = 0
+    workers: int = 0
+    device: str = "cpu"
+    amp: bool | None = None
+    channels_last: bool | None = None
+    eval_every: int = 0  # 0: only at the end (when val_data is given)
+    checkpoint_every: int = 0  # 0: only at the end
+    resume: str | None = None
+    cache_dir: str | None = None  # None: $XDG_CACHE_HOME/detviz or ~/.cache/detviz
+    synthetic_images: int = 64
+    synthetic_size: int = 320
+    synthetic_seed: int = 1  # the committed val split uses seed 0
+    progress: bool = True
+
+
+# ---------------------------------------------------------------- data
+
+def synthetic_train_dir(config: TrainConfig) -> Path:
+    """The cached synthetic split for ``config``, generated on first use."""
+    from detviz.datasets.synthetic import write_dataset
+
+    root = Path(config.cache_dir) if config.cache_dir else (
+        Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "detviz")
+    folder = root / f"synthetic-train-n{config.synthetic_images}-s{config.synthetic_size}-seed{config.synthetic_seed}"
+    if not (folder / "annotations.json").is_file():
+        write_dataset(folder, overwrite=True, num_images=config.synthetic_images, seed=config.synthetic_seed,
+                      size=config.synthetic_size)
+    return folder
+
+
+# ---------------------------------------------------------------- the loop
+
+def _check_config(config: TrainConfig, family: Family) -> None:
+    if config.optimizer not in DEFAULT_LR:
+        raise ValueError(f"optimizer must be one of {tuple(DEFAULT_LR)}, got {config.optimizer!r}")
+    if config.schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {config.schedule!r}")
+    for name in ("steps", "batch_size", "input_size"):
+        if getattr(config, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(config, name)!r}")
+    for name in ("workers", "warmup_steps", "eval_every", "checkpoint_every"):
+        if getattr(config, name) < 0:
+            raise ValueError(f"{name} must be >= 0, got {getattr(config, name)!r}")
+    if config.input_size % family.size_multiple:
+        raise ValueError(f"input_size must be a multiple of {family.size_multiple}, got {config.input_size}")
+    if not 0.0 <= config.ema_decay < 1.0:
+        raise ValueError(f"ema_decay must be in [0, 1), got {config.ema_decay!r}")
+    if config.time_budget is not None and not (config.time_budget > 0 and math.isfinite(config.time_budget)):
+        raise ValueError(f"time_budget must be a positive number of seconds, got {config.time_budget!r}")
+    if config.lr is not None and not (config.lr > 0 and math.isfinite(config.lr)):
+        raise ValueError(f"lr must be a positive number, got {config.lr!r}")
+    if not config.weight_decay >= 0:
+        raise ValueError(f"weight_decay must be >= 0, got {config.weight_decay!r}")
+    if not 0.0 <= config.min_lr_ratio <= 1.0:
+        raise ValueError(f"min_lr_ratio must be in [0, 1], got {config.min_lr_ratio!r}")
+    if config.seed < 0:
+        raise ValueError(f"seed must be >= 0, got {config.seed!r}")
+
+
+def _check_resume(config: TrainConfig, checkpoint: dict, world_size: int) -> None:
+    """A resumed run must draw the same batches: refuse changed settings that would change them."""
+    stored = checkpoint["train_config"]
+    for name in ("batch_size", "seed", "input_size"):
+        if stored[name] != getattr(config, name):
+            raise ValueError(f"{config.resume} was trained with {name}={stored[name]!r}; resume with the same "
+                             f"value, not {getattr(config, name)!r}")
+    if checkpoint.get("world_size", 1) != world_size:
+        raise ValueError(f"{config.resume} was trained by {checkpoint.get('world_size', 1)} processes; resume "
+                         f"with the same number, not {world_size}")
+    if checkpoint["step"] >= config.steps:
+        raise ValueError(f"{config.resume} is already at step {checkpoint['step']}; give steps > "
+                         f"{checkpoint['step']} to train on")
+
+
+def _optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    lr = config.lr if config.lr is not None else DEFAULT_LR[config.optimizer]
+    # no weight decay on BatchNorm weights and on biases (1-d tensors), as is usual for detectors
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() > 1]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() <= 1]
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=config.momentum)
+    return torch.optim.AdamW(groups, lr=lr)
+
+
+def _progress_bar(config: TrainConfig, start: int):
+    """tqdm.auto's bar (a widget in Jupyter, text in a terminal), or None when unwanted."""
+    if not config.progress:
+        return None
+    from tqdm.auto import tqdm
+    return tqdm(total=config.steps, initial=start, desc=f"train {config.model}", dynamic_ncols=True)
+
+
+@dataclass
+class _Run:
+    """What the phases of one run share."""
+
+    config: TrainConfig
+    family: Family
+    device: torch.device
+    world: Processes
+    out: Path
+    dataset: object  # CocoDetection
+    val_dataset: object | None
+    module: nn.Module  # the bare model
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    amp: bool
+    channels_last: bool
+    model: nn.Module | None = None  # what the forward pass calls: module, or its DDP wrapper
+    ema: ModelEMA | None = None
+    step: int = 0
+    elapsed_before: float = 0.0  # training seconds of the run before a resume
+    train_seconds: float = 0.0  # training seconds of this process, evaluations left out
+    metrics: list = field(default_factory=list)
+    losses: list = field(default_factory=list)  # one dict per step run now
+    images: int = 0  # images trained on now, all processes
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.dataset.label_to_category_id)
+
+    @property
+    def scored(self) -> nn.Module:
+        """The weights that are evaluated and shipped: the EMA's when the run keeps one."""
+        return self.ema.module if self.ema else self.module
+
+
+def train(config: TrainConfig, family: Family | None = None) -> dict:
+    """Train ``config.model`` for ``config.steps`` steps in total (a resumed run continues its count).
+
+    Args:
+        config: the run's settings.
+        family: the model family to train; None takes the built-in one named ``config.model``.
+            A family of your own must carry that name (``TrainConfig(model=family.name)``).
+
+    Returns:
+        ``dict(step=int, losses=[{name: float} per step run now], metrics=[{step, mAP, ...}],
+        checkpoint=Path, model=Path, log=Path, seconds=float, images_per_second=float,
+        module=the trained model, ema_module=its average or None)``.
+
+    Raises:
+        ValueError: bad settings, or ``resume`` names a checkpoint of another model family
+            or class count.
+        FloatingPointError: a loss became NaN or Inf.
+        OSError: an image could not be read (the message names the file).
+    """
+    if family is None:
+        family = get_family(config.model)
+    elif not isinstance(family, Family) or family.name != config.model:
+        raise ValueError(f"family must be a Family named like config.model ({config.model!r}), got {family!r}")
+    _check_config(config, family)
+    device = training_device(config.device)
+    world = Processes(device)
+    try:
+        return _train(_setup(config, family, device, world))
+    finally:
+        world.close()
+
+
+def _setup(config: TrainConfig, family: Family, device: torch.device, world: Processes) -> _Run:
+    """Phase 1: the output folder, the datasets, the model (same initial weights in every process),
+    the optimizer and the gradient scaler."""
+    out = Path(config.out)
+    if world.main:
+        out.mkdir(parents=True, exist_ok=True)
+        if not config.data:
+            synthetic_train_dir(config)  # generated once, by one process
+    world.barrier()
+    dataset = open_dataset(config.data if config.data else synthetic_train_dir(config))
+    val_dataset = open_dataset(config.val_data) if config.val_data else None
+    if val_dataset is not None and val_dataset.label_to_category_id != dataset.label_to_category_id:
+        raise ValueError(f"val_data {config.val_data} has the categories {val_dataset.label_to_category_id}, the "
+                         f"training data {dataset.label_to_category_id} (label: category id)")
+    amp = device.type == "cuda" if config.amp is None else config.amp and device.type == "cuda"
+    channels_last = device.type == "cuda" if config.channels_last is None else config.channels_last
+
+    torch.manual_seed(config.seed)  # the same initial weights in every process
+    module = family.build(len(dataset.label_to_category_id), config.input_size).to(device)
+    if channels_last:
+        module = module.to(memory_format=torch.channels_last)
+    if world.world_size > 1:  # but each process its own draws (e.g. the R-CNN samplers)
+        torch.manual_seed(derived_seed(config.seed, 2, world.rank))
+    return _Run(config, family, device, world, out, dataset, val_dataset, module, _optimizer(config, module),
+                torch.amp.GradScaler("cuda", enabled=amp), amp, channels_last)
+
+
+def _resume(run: _Run) -> None:
+    """Phase 2: the weights, optimizer, scaler, step, clock and random state of ``config.resume``,
+    then the EMA (restored too) and the DDP wrapper."""
+    config, checkpoint = run.config, None
+    if config.resume:
+        checkpoint = load_checkpoint(config.resume, model_family=config.model, num_classes=run.num_classes,
+                                     for_resume=True)
+        _check_resume(config, checkpoint, run.world.world_size)
+        run.module.load_state_dict(checkpoint["model"])
+        run.optimizer.load_state_dict(checkpoint["optimizer"])
+        if checkpoint["scaler"] and run.amp:  # a run without AMP saved an empty scaler state
+            run.scaler.load_state_dict(checkpoint["scaler"])
+        run.step, run.elapsed_before = checkpoint["step"], checkpoint.get("seconds", 0.0)
+        # exact for one process; under DDP every process restores rank 0's state
+        torch.set_rng_state(checkpoint["rng"]["torch"])
+        if run.device.type == "cuda" and checkpoint["rng"].get("cuda") is not None:
+            torch.cuda.set_rng_state(checkpoint["rng"]["cuda"], run.device)
+    run.ema = ModelEMA(run.module, config.ema_decay) if config.ema_decay else None
+    if run.ema is not None and checkpoint is not None and checkpoint.get("ema"):
+        run.ema.load_state_dict(checkpoint["ema"])
+    run.model = run.module
+    if run.world.world_size > 1:
+        device_ids = [run.device.index] if run.device.type == "cuda" else None
+        run.model = nn.parallel.DistributedDataParallel(run.module, device_ids=device_ids)
+    if run.world.main:
+        run.metrics = metrics_history(run.out / METRICS_NAME, run.step)
+
+
+def _loader(run: _Run) -> DataLoader:
+    """The batches of the steps still to run, fixed by (seed, step) whatever the number of workers."""
+    config, world = run.config, run.world
+    warp = NanoDetWarp((config.input_size, config.input_size))
+    batches = StepBatches(len(run.dataset), config.batch_size, config.seed, run.step, config.steps, rank=world.rank,
+                          world_size=world.world_size)
+    return DataLoader(AugmentedSamples(run.dataset, warp, config.seed), batch_sampler=batches,
+                      num_workers=config.workers, collate_fn=collate_square, pin_memory=run.device.type == "cuda",
+                      generator=torch.Generator().manual_seed(config.seed))  # leaves the global RNG alone
+
+
+def _step(run: _Run, images, boxes, labels, lr: float) -> dict:
+    """Phase 3, once per batch: losses, backward, clipping, the optimizer and EMA updates.
+    Returns the step's losses (``loss`` = their sum) averaged over the processes."""
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    images = images.to(run.device, non_blocking=True)
+    if run.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    boxes = [b.to(run.device) for b in boxes]
+    labels = [lab.to(run.device) for lab in labels]
+    loss_dict = run.family.loss(run.model, run.module, images, boxes, labels, run.amp)
+    loss = sum(loss_dict.values())
+    if run.world.any(not bool(torch.isfinite(loss))):  # every process stops, none waits in backward
+        raise FloatingPointError(f"step {run.step + 1}: loss is {float(loss.detach())} "
+                                 f"({ {k: float(v.detach()) for k, v in loss_dict.items()} })")
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scaler.scale(loss).backward()
+    run.scaler.unscale_(run.optimizer)
+    torch.nn.utils.clip_grad_norm_(run.module.parameters(), GRAD_CLIP)
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    if run.ema is not None:
+        run.ema.update(run.module)
+    run.step += 1
+    run.images += images.shape[0] * run.world.world_size
+    values = run.world.mean(torch.stack([loss.detach(), *(v.detach() for v in loss_dict.values())]).float())
+    return dict(zip(["loss", *loss_dict], values.tolist()))
+
+
+def _evaluate(run: _Run, bar) -> None:
+    """Phase 4: COCO metrics of the scored weights on ``val_data``, appended to ``metrics.json``
+    (rank 0 only; the others wait at the next barrier)."""
+    if run.val_dataset is None or not run.world.main:
+        return
+    scored = run.scored
+    was_training = scored.training
+    scored.eval()
+    result = evaluate_model(run.family, scored, run.val_dataset, run.config.input_size)
+    scored.train(was_training)
+    run.metrics.append({"step": run.step, **finite_metrics(result)})
+    write_metrics(run.out / METRICS_NAME, run.metrics)
+    if bar is not None:
+        bar.write(f"step {run.step}: mAP {result['mAP']:.4f} AP50 {result['AP50']:.4f}")
+
+
+def _checkpoint(run: _Run, full: bool) -> dict:
+    """Phase 5's content: everything ``--resume`` needs (``full``), or the scored weights alone."""
+    config = run.config
+    state = {"format": CHECKPOINT_FORMAT, "model_family": config.model, "num_classes": run.num_classes,
+             "model_config": run.family.model_config(run.module), "train_config": asdict(config),
+             "label_to_category_id": dict(run.dataset.label_to_category_id), "step": run.step,
+             "seconds": run.elapsed_before + run.train_seconds,  # training time, evaluations left out
+             "world_size": run.world.world_size}
+    if not full:
+        return {**state, "model": run.scored.state_dict()}
+    cuda = run.device.type == "cuda"
+    return {**state, "model": run.module.state_dict(), "ema": run.ema.state_dict() if run.ema else None,
+            "optimizer": run.optimizer.state_dict(), "scaler": run.scaler.state_dict(),
+            "rng": {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(run.device) if cuda else None}}
+
+
+def _save(run: _Run, final: bool) -> None:
+    """Phase 5: ``checkpoint.pt`` (and at the end ``model.pt``), written atomically by rank 0."""
+    if run.world.main:
+        save_atomic(_checkpoint(run, full=True), run.out / CHECKPOINT_NAME)
+        if final:
+            save_atomic(_checkpoint(run, full=False), run.out / MODEL_NAME)
+
+
+def _progress(run: _Run, start_time: float, eval_seconds: float) -> float | None:
+    """The fraction of the run done, by steps or by the clock; None once the time budget is spent."""
+    config = run.config
+    if config.time_budget is None:
+        return run.step / config.steps
+    elapsed = time.perf_counter() - start_time - eval_seconds
+    progress = run.world.from_main((run.elapsed_before + elapsed) / config.time_budget)
+    return None if progress >= 1.0 else progress
+
+
+def _train(run: _Run) -> dict:
+    """The loop: resume, then step, evaluate and save in turn; a last evaluation and save at the end."""
+    _resume(run)
+    config, world = run.config, run.world
+    base_lr = config.lr if config.lr is not None else DEFAULT_LR[config.optimizer]
+    log = StepLog(run.out / LOG_NAME, run.step) if world.main else None
+    bar = _progress_bar(config, run.step) if world.main else None
+    start_time, eval_seconds = time.perf_counter(), 0.0
+    run.module.train()
+    try:
+        for images, boxes, labels in _loader(run):
+            progress = _progress(run, start_time, eval_seconds)
+            if progress is None:
+                break
+            lr = learning_rate(base_lr, run.step, progress, warmup_steps=config.warmup_steps,
+                               schedule=config.schedule, min_ratio=config.min_lr_ratio)
+            row = _step(run, images, boxes, labels, lr)
+            run.losses.append(row)
+            if world.main:
+                log.write({"step": run.step, "lr": lr, **row})
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{lr:.2e}")
+            run.train_seconds = time.perf_counter() - start_time - eval_seconds
+            evaluating = bool(config.eval_every) and run.step % config.eval_every == 0 and run.step < config.steps
+            saving = bool(config.checkpoint_every) and run.step % config.checkpoint_every == 0
+            if evaluating:
+                eval_start = time.perf_counter()
+                _evaluate(run, bar)
+                eval_seconds += time.perf_counter() - eval_start
+            if saving:
+                _save(run, final=False)
+            if evaluating or saving:  # the other processes wait for rank 0
+                world.barrier()
+        if not run.metrics or run.metrics[-1]["step"] != run.step:
+            _evaluate(run, bar)
+        _save(run, final=True)
+        world.barrier()
+    finally:
+        if log is not None:
+            log.close()
+        if bar is not None:
+            bar.close()
+    seconds = run.train_seconds
+    return {"step": run.step, "losses": run.losses, "metrics": run.metrics, "checkpoint": run.out / CHECKPOINT_NAME,
+            "model": run.out / MODEL_NAME, "log": run.out / LOG_NAME, "seconds": seconds,
+            "images_per_second": run.images / seconds if seconds > 0 else math.nan,
+            "module": run.module, "ema_module": run.ema.module if run.ema else None}

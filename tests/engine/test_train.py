@@ -1,0 +1,249 @@
+"""Tiny runs of detviz.engine.train and detviz.gfl.predict: 5 synthetic 96 px images warped to 64 px."""
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from torch.testing import assert_close
+
+from detviz.__main__ import main
+from detviz.datasets.synthetic import write_dataset
+from detviz.engine.families import get_family
+from detviz.engine.train import TrainConfig, build_model_from_checkpoint, evaluate_checkpoint, load_checkpoint, train
+from detviz.evaluation import STAT_NAMES
+from detviz.gfl.model import NanoDetConfig, build_nanodet, normalize_images
+from detviz.gfl.predict import decode_gfl_level, gfl_predict
+
+REPO = Path(__file__).resolve().parents[2]
+VAL = REPO / "data" / "synthetic" / "val"
+NUM_CLASSES = 6  # detviz.datasets.synthetic.CATEGORIES
+
+
+def _config(data, out, **changes) -> TrainConfig:
+    options = dict(data=None if data is None else str(data), out=str(out), steps=2, batch_size=2, input_size=64, progress=False)
+    return TrainConfig(**{**options, **changes})
+
+
+# ---------------------------------------------------------------- training
+
+def test_losses_finite_with_empty_images_and_log_and_checkpoint(tiny_data, tmp_path):
+    # batch 5 = the whole set, so every step holds the image without objects
+    result = train(_config(tiny_data, tmp_path, batch_size=5))
+    assert result["step"] == 2 and len(result["losses"]) == 2
+    assert all(math.isfinite(v) for step in result["losses"] for v in step.values())
+    with open(result["log"], newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows] == [1, 2]
+    assert float(rows[1]["loss"]) == pytest.approx(result["losses"][1]["loss"])
+
+    checkpoint = load_checkpoint(result["checkpoint"], num_classes=NUM_CLASSES)
+    assert (checkpoint["step"], checkpoint["model_family"], checkpoint["num_classes"]) == (2, "gfl", NUM_CLASSES)
+    model = build_model_from_checkpoint(checkpoint)
+    assert model.cfg.input_size == 64
+    assert_close(model.state_dict(), checkpoint["model"])  # no EMA in this run: the weights themselves
+    weights = load_checkpoint(result["model"], model_family="gfl")
+    assert "optimizer" not in weights and weights["step"] == 2
+    assert_close(weights["model"], checkpoint["model"])
+    assert not list(tmp_path.glob("*.tmp"))  # the atomic write left no temp file
+
+
+def test_all_empty_batch_gives_zero_finite_loss(tmp_path):
+    data = tmp_path / "empty"
+    write_dataset(data, num_images=2, seed=0, size=96, empty_fraction=1.0)
+    result = train(_config(data, tmp_path / "run", steps=1, optimizer="adamw"))
+    assert result["losses"][0]["loss"] == 0.0
+
+
+def test_interrupted_run_resumes_exactly(tiny_data, tmp_path, monkeypatch):
+    # EMA, warm-up and cosine on: every piece of state must come back; 2 DataLoader workers must not matter
+    options = dict(steps=4, ema_decay=0.9, warmup_steps=2, batch_size=2, checkpoint_every=2)
+    straight = train(_config(tiny_data, tmp_path / "straight", **options))
+
+    family, calls = get_family("gfl"), []
+    real_loss = family.loss
+
+    def interrupted_loss(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:  # Ctrl-C during step 3, after the checkpoint of step 2
+            raise KeyboardInterrupt
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(family, "loss", interrupted_loss)
+    with pytest.raises(KeyboardInterrupt):
+        train(_config(tiny_data, tmp_path / "split", **options))
+    monkeypatch.undo()
+    first = torch.load(tmp_path / "split" / "checkpoint.pt")
+    assert first["step"] == 2
+    resumed = train(_config(tiny_data, tmp_path / "split", **options, resume=str(tmp_path / "split" / "checkpoint.pt"),
+                            workers=2))
+    assert resumed["step"] == 4 and len(resumed["losses"]) == 2
+
+    a, b = torch.load(straight["checkpoint"]), torch.load(resumed["checkpoint"])
+    assert_close(b["model"], a["model"], rtol=0, atol=0)
+    assert_close(b["ema"], a["ema"], rtol=0, atol=0)
+    assert_close(b["optimizer"], a["optimizer"], rtol=0, atol=0)
+    assert_close(b["rng"], a["rng"], rtol=0, atol=0)
+    assert [s["loss"] for s in resumed["losses"]] == [s["loss"] for s in straight["losses"][2:]]
+    with open(resumed["log"], newline="") as f:
+        assert [int(r["step"]) for r in csv.DictReader(f)] == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("model_family", "yolov3", "family 'yolov3', expected 'gfl'"),
+    ("num_classes", 3, "num_classes=3, but the data has 6 classes"),
+])
+def test_resume_refuses_other_model(one_step_checkpoint, tiny_data, tmp_path, key, value, message):
+    checkpoint = torch.load(one_step_checkpoint)
+    checkpoint[key] = value
+    path = tmp_path / "other.pt"
+    torch.save(checkpoint, path)
+    with pytest.raises(ValueError, match=message):
+        train(_config(tiny_data, tmp_path / "run", resume=str(path)))
+    if key == "num_classes":
+        with pytest.raises(ValueError, match=message):
+            evaluate_checkpoint(path, tiny_data)
+
+
+def test_resume_refuses_inference_weights_and_foreign_files(one_step_checkpoint, tiny_data, tmp_path):
+    with pytest.raises(ValueError, match="inference weights only; resume needs the checkpoint.pt"):
+        train(_config(tiny_data, tmp_path / "run", resume=str(one_step_checkpoint.parent / "model.pt")))
+    torch.save({"state_dict": {}}, tmp_path / "foreign.pt")
+    with pytest.raises(ValueError, match="foreign.pt is not a detviz checkpoint"):
+        load_checkpoint(tmp_path / "foreign.pt")
+    (tmp_path / "cut.pt").write_bytes(one_step_checkpoint.read_bytes()[:1000])  # a truncated file
+    with pytest.raises(ValueError, match="cannot read checkpoint .*cut.pt"):
+        load_checkpoint(tmp_path / "cut.pt")
+
+
+def test_bad_config_is_refused(tiny_data, tmp_path):
+    with pytest.raises(ValueError, match=r"model must be one of \('gfl', 'faster_rcnn', 'yolov3', 'sparse'"):
+        train(_config(tiny_data, tmp_path, model="ssd"))
+    with pytest.raises(ValueError, match="input_size must be a multiple of 32"):
+        train(_config(tiny_data, tmp_path, input_size=100))
+    with pytest.raises(ValueError, match=r"batch_size x processes \(6 x 1 = 6\) must not exceed the number of "
+                                         r"images \(5\)"):
+        train(_config(tiny_data, tmp_path, batch_size=6))
+    with pytest.raises(FileNotFoundError, match="missing.pt does not exist"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+# ---------------------------------------------------------------- gfl_predict
+
+def _model(cls_bias: float):
+    torch.manual_seed(0)
+    model = build_nanodet(NanoDetConfig(num_classes=3, input_size=64)).eval()
+    with torch.no_grad():
+        for out in model.head.outputs:
+            out.bias[:3] = cls_bias
+    return model
+
+
+def test_decode_uniform_distribution_by_hand():
+    # zero logits: every side's distribution is uniform over 0..7, expectation 3.5 strides = 28 px at stride 8;
+    # cell (0, 0) is centred at (4, 4), so its box [-24, -24, 32, 32] is clamped to [0, 0, 32, 32]
+    scores, boxes = decode_gfl_level(torch.zeros(2, 2, 3), torch.zeros(32, 2, 3), 8, 7, (16, 24))
+    assert_close(scores, torch.full((6, 2), 0.5))
+    assert_close(boxes[0], torch.tensor([0.0, 0.0, 24.0, 16.0]))  # clamped to width 24, height 16
+    _, top = decode_gfl_level(torch.arange(6.0).view(1, 2, 3), torch.zeros(32, 2, 3), 8, 7, (16, 24), nms_pre=2)
+    assert top.shape == (2, 4)
+
+
+def test_gfl_predict_shapes_and_ranges():
+    images = normalize_images(torch.rand(2, 3, 64, 96))
+    predictions = gfl_predict(_model(3.0), images, max_per_img=7)
+    assert len(predictions) == 2
+    for p in predictions:
+        assert p["boxes"].shape == (7, 4) and p["labels"].shape == (7,) and p["scores"].shape == (7,)
+        assert p["labels"].dtype == torch.int64 and p["labels"].min() >= 0 and p["labels"].max() < 3
+        assert (p["scores"] > 0.05).all() and (p["scores"] <= 1).all()
+        assert_close(p["scores"], p["scores"].sort(descending=True).values)
+        assert p["boxes"][:, 0::2].max() <= 96 and p["boxes"][:, 1::2].max() <= 64 and p["boxes"].min() >= 0
+
+
+def test_gfl_predict_empty_output():
+    (p,) = gfl_predict(_model(-20.0), torch.zeros(1, 3, 64, 64))
+    assert p["boxes"].shape == (0, 4) and p["labels"].shape == (0,) and p["scores"].shape == (0,)
+    with pytest.raises(ValueError, match=r"score_thresh must be in \[0, 1\)"):
+        gfl_predict(_model(0.0), torch.zeros(1, 3, 64, 64), score_thresh=1.5)
+
+
+def test_default_data_is_a_cached_synthetic_split(tmp_path):
+    config = _config(None, tmp_path / "run", steps=1, cache_dir=str(tmp_path / "cache"), synthetic_images=5,
+                     synthetic_size=96)
+    train(config)
+    (folder,) = (tmp_path / "cache").iterdir()
+    assert folder.name == "synthetic-train-n5-s96-seed1"
+    stamp = (folder / "annotations.json").stat().st_mtime_ns
+    train(config)  # the second run reuses the cached split
+    assert (folder / "annotations.json").stat().st_mtime_ns == stamp
+
+
+def test_cli_train_evaluates_during_training(tiny_data, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--model", "gfl", "--data", str(tiny_data), "--val-data", str(tiny_data), "--steps", "2",
+                 "--eval-every", "1", "--ema-decay", "0.5", "--batch-size", "2", "--input-size", "64",
+                 "--out", str(out), "--quiet"]) == 0
+    history = json.loads((out / "metrics.json").read_text())
+    assert [m["step"] for m in history] == [1, 2]
+    assert set(STAT_NAMES) <= set(history[-1]) and "per_class" in history[-1]
+    printed = capsys.readouterr().out
+    assert f"step 2: mAP {history[-1]['mAP']:.4f}" in printed
+    checkpoint = load_checkpoint(out / "checkpoint.pt")
+    assert checkpoint["train_config"]["ema_decay"] == 0.5 and checkpoint["ema"]["updates"] == 2
+
+
+def test_cli_train_rejects_bad_numbers(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--model", "gfl", "--time-budget", "-5"])
+    assert exit_info.value.code == 2
+    assert "--time-budget: expected a positive number, got -5.0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(optimizer="lamb"), r"optimizer must be one of \('sgd', 'adamw'\)"),
+    (dict(schedule="step"), r"schedule must be one of \('cosine', 'constant'\)"),
+    (dict(steps=0), "steps must be >= 1, got 0"),
+    (dict(workers=-1), "workers must be >= 0, got -1"),
+    (dict(ema_decay=1.0), r"ema_decay must be in \[0, 1\), got 1.0"),
+    (dict(time_budget=float("nan")), "time_budget must be a positive number of seconds, got nan"),
+    (dict(lr=-0.1), "lr must be a positive number, got -0.1"),
+    (dict(min_lr_ratio=2.0), r"min_lr_ratio must be in \[0, 1\], got 2.0"),
+    (dict(device="gpu0"), "device must be 'cpu', 'cuda' or 'cuda:N', got 'gpu0'"),
+])
+def test_bad_settings_name_what_was_expected(tiny_data, tmp_path, change, message):
+    with pytest.raises(ValueError, match=message):
+        train(_config(tiny_data, tmp_path, **change))
+
+
+def test_resume_refuses_changed_batches_and_finished_runs(one_step_checkpoint, tiny_data, tmp_path):
+    resume = str(one_step_checkpoint)
+    with pytest.raises(ValueError, match="was trained with batch_size=2; resume with the same value, not 3"):
+        train(_config(tiny_data, tmp_path, batch_size=3, resume=resume))
+    with pytest.raises(ValueError, match=r"is already at step 1; give steps > 1"):
+        train(_config(tiny_data, tmp_path, steps=1, resume=resume))
+
+
+def test_val_data_with_other_categories_is_refused(tiny_data, tmp_path):
+    other = tmp_path / "other"
+    write_dataset(other, num_images=2, seed=0, size=96)
+    coco = json.loads((other / "annotations.json").read_text())
+    coco["categories"] = coco["categories"][:3]
+    coco["annotations"] = [a for a in coco["annotations"] if a["category_id"] <= 3]
+    (other / "annotations.json").write_text(json.dumps(coco))
+    with pytest.raises(ValueError, match="val_data .*other has the categories"):
+        train(_config(tiny_data, tmp_path / "run", val_data=str(other)))
+
+
+def test_nan_loss_stops_the_run_naming_the_step(tiny_data, tmp_path, monkeypatch):
+    family = get_family("gfl")
+    real_loss = family.loss
+
+    def poisoned(*args, **kwargs):
+        losses = real_loss(*args, **kwargs)
+        return {**losses, "loss_qfl": losses["loss_qfl"] * float("nan")}
+
+    monkeypatch.setattr(family, "loss", poisoned)
+    with pytest.raises(FloatingPointError, match=r"step 1: loss is nan \(\{'loss_qfl': nan"):
+        train(_config(tiny_data, tmp_path))
