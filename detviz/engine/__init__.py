@@ -1,8 +1,8 @@
 """Training and inference over datasets, for the four detector families.
 
 * ``families.py``: what the loop needs of each family (build, loss, predict), ``get_family(name)``;
-* ``train.py``: ``TrainConfig`` and ``train``, the loop in named phases (setup, resume, step,
-  evaluate, checkpoint);
+* ``config.py``: ``TrainConfig`` and its checks;
+* ``train.py``: ``train``, the loop in named phases (setup, resume, step, evaluate, checkpoint);
 * ``batches.py``: batches fixed by (seed, step), the augmented samples, collation;
 * ``optim.py``: the learning-rate schedule and the weights' EMA;
 * ``logs.py``: ``log.csv`` (a row per step) and ``metrics.json`` (an entry per evaluation);

@@ -1,4 +1,4 @@
-"""Tiny runs of detviz.engine.train and detviz.gfl.predict: 5 synthetic 96 px images warped to 64 px."""
+"""Tiny runs of detviz.engine.train: 5 synthetic 96 px images warped to 64 px."""
 import csv
 import json
 import math
@@ -13,8 +13,6 @@ from detviz.datasets.synthetic import write_dataset
 from detviz.engine.families import get_family
 from detviz.engine.train import TrainConfig, build_model_from_checkpoint, evaluate_checkpoint, load_checkpoint, train
 from detviz.evaluation import STAT_NAMES
-from detviz.gfl.model import NanoDetConfig, build_nanodet, normalize_images
-from detviz.gfl.predict import decode_gfl_level, gfl_predict
 
 REPO = Path(__file__).resolve().parents[2]
 VAL = REPO / "data" / "synthetic" / "val"
@@ -127,46 +125,6 @@ def test_bad_config_is_refused(tiny_data, tmp_path):
         train(_config(tiny_data, tmp_path, batch_size=6))
     with pytest.raises(FileNotFoundError, match="missing.pt does not exist"):
         load_checkpoint(tmp_path / "missing.pt")
-
-
-# ---------------------------------------------------------------- gfl_predict
-
-def _model(cls_bias: float):
-    torch.manual_seed(0)
-    model = build_nanodet(NanoDetConfig(num_classes=3, input_size=64)).eval()
-    with torch.no_grad():
-        for out in model.head.outputs:
-            out.bias[:3] = cls_bias
-    return model
-
-
-def test_decode_uniform_distribution_by_hand():
-    # zero logits: every side's distribution is uniform over 0..7, expectation 3.5 strides = 28 px at stride 8;
-    # cell (0, 0) is centred at (4, 4), so its box [-24, -24, 32, 32] is clamped to [0, 0, 32, 32]
-    scores, boxes = decode_gfl_level(torch.zeros(2, 2, 3), torch.zeros(32, 2, 3), 8, 7, (16, 24))
-    assert_close(scores, torch.full((6, 2), 0.5))
-    assert_close(boxes[0], torch.tensor([0.0, 0.0, 24.0, 16.0]))  # clamped to width 24, height 16
-    _, top = decode_gfl_level(torch.arange(6.0).view(1, 2, 3), torch.zeros(32, 2, 3), 8, 7, (16, 24), nms_pre=2)
-    assert top.shape == (2, 4)
-
-
-def test_gfl_predict_shapes_and_ranges():
-    images = normalize_images(torch.rand(2, 3, 64, 96))
-    predictions = gfl_predict(_model(3.0), images, max_per_img=7)
-    assert len(predictions) == 2
-    for p in predictions:
-        assert p["boxes"].shape == (7, 4) and p["labels"].shape == (7,) and p["scores"].shape == (7,)
-        assert p["labels"].dtype == torch.int64 and p["labels"].min() >= 0 and p["labels"].max() < 3
-        assert (p["scores"] > 0.05).all() and (p["scores"] <= 1).all()
-        assert_close(p["scores"], p["scores"].sort(descending=True).values)
-        assert p["boxes"][:, 0::2].max() <= 96 and p["boxes"][:, 1::2].max() <= 64 and p["boxes"].min() >= 0
-
-
-def test_gfl_predict_empty_output():
-    (p,) = gfl_predict(_model(-20.0), torch.zeros(1, 3, 64, 64))
-    assert p["boxes"].shape == (0, 4) and p["labels"].shape == (0,) and p["scores"].shape == (0,)
-    with pytest.raises(ValueError, match=r"score_thresh must be in \[0, 1\)"):
-        gfl_predict(_model(0.0), torch.zeros(1, 3, 64, 64), score_thresh=1.5)
 
 
 def test_default_data_is_a_cached_synthetic_split(tmp_path):

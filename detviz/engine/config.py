@@ -1,0 +1,119 @@
+"""The settings of a training run (:class:`TrainConfig`), their checks, and the default data.
+
+``TrainConfig`` is read only by :func:`detviz.engine.train.train`; :func:`check_config` refuses
+settings that cannot run and :func:`check_resume` settings that would change a resumed run's
+batches.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from detviz.engine.families import Family
+from detviz.engine.optim import SCHEDULES
+
+__all__ = ["TrainConfig", "DEFAULT_LR", "check_config", "check_resume", "synthetic_train_dir"]
+
+DEFAULT_LR = {"sgd": 0.01, "adamw": 1e-3}
+
+
+@dataclass
+class TrainConfig:
+    """Settings of one run.
+
+    ``data=None`` trains on a generated synthetic split cached in ``cache_dir``
+    (``synthetic_images`` images of ``synthetic_size`` px, seed ``synthetic_seed``).
+    ``batch_size`` is per process. ``time_budget`` (seconds of training, evaluations left out)
+    ends the run when it is spent, ``steps`` then being an upper bound, and drives the schedule
+    by elapsed time.
+    ``ema_decay=0`` keeps no average. ``amp``/``channels_last`` None: on exactly on CUDA.
+    """
+
+    model: str = "gfl"
+    data: str | None = None
+    val_data: str | None = None
+    out: str = "runs/gfl"
+    steps: int = 100
+    batch_size: int = 8
+    input_size: int = 320
+    optimizer: str = "adamw"
+    lr: float | None = None  # None: DEFAULT_LR[optimizer]
+    momentum: float = 0.9
+    weight_decay: float = 0.05
+    schedule: str = "cosine"
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.05
+    ema_decay: float = 0.0
+    time_budget: float | None = None
+    seed: int = 0
+    workers: int = 0
+    device: str = "cpu"
+    amp: bool | None = None
+    channels_last: bool | None = None
+    eval_every: int = 0  # 0: only at the end (when val_data is given)
+    checkpoint_every: int = 0  # 0: only at the end
+    resume: str | None = None
+    cache_dir: str | None = None  # None: $XDG_CACHE_HOME/detviz or ~/.cache/detviz
+    synthetic_images: int = 64
+    synthetic_size: int = 320
+    synthetic_seed: int = 1  # the committed val split uses seed 0
+    progress: bool = True
+
+
+# ---------------------------------------------------------------- data
+
+def synthetic_train_dir(config: TrainConfig) -> Path:
+    """The cached synthetic split for ``config``, generated on first use."""
+    from detviz.datasets.synthetic import write_dataset
+
+    root = Path(config.cache_dir) if config.cache_dir else (
+        Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "detviz")
+    folder = root / f"synthetic-train-n{config.synthetic_images}-s{config.synthetic_size}-seed{config.synthetic_seed}"
+    if not (folder / "annotations.json").is_file():
+        write_dataset(folder, overwrite=True, num_images=config.synthetic_images, seed=config.synthetic_seed,
+                      size=config.synthetic_size)
+    return folder
+
+
+def check_config(config: TrainConfig, family: Family) -> None:
+    if config.optimizer not in DEFAULT_LR:
+        raise ValueError(f"optimizer must be one of {tuple(DEFAULT_LR)}, got {config.optimizer!r}")
+    if config.schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {config.schedule!r}")
+    for name in ("steps", "batch_size", "input_size"):
+        if getattr(config, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(config, name)!r}")
+    for name in ("workers", "warmup_steps", "eval_every", "checkpoint_every"):
+        if getattr(config, name) < 0:
+            raise ValueError(f"{name} must be >= 0, got {getattr(config, name)!r}")
+    if config.input_size % family.size_multiple:
+        raise ValueError(f"input_size must be a multiple of {family.size_multiple}, got {config.input_size}")
+    if not 0.0 <= config.ema_decay < 1.0:
+        raise ValueError(f"ema_decay must be in [0, 1), got {config.ema_decay!r}")
+    if config.time_budget is not None and not (config.time_budget > 0 and math.isfinite(config.time_budget)):
+        raise ValueError(f"time_budget must be a positive number of seconds, got {config.time_budget!r}")
+    if config.lr is not None and not (config.lr > 0 and math.isfinite(config.lr)):
+        raise ValueError(f"lr must be a positive number, got {config.lr!r}")
+    if not config.weight_decay >= 0:
+        raise ValueError(f"weight_decay must be >= 0, got {config.weight_decay!r}")
+    if not 0.0 <= config.min_lr_ratio <= 1.0:
+        raise ValueError(f"min_lr_ratio must be in [0, 1], got {config.min_lr_ratio!r}")
+    if config.seed < 0:
+        raise ValueError(f"seed must be >= 0, got {config.seed!r}")
+
+
+def check_resume(config: TrainConfig, checkpoint: dict, world_size: int) -> None:
+    """A resumed run must draw the same batches: refuse changed settings that would change them."""
+    stored = checkpoint["train_config"]
+    for name in ("batch_size", "seed", "input_size"):
+        if stored[name] != getattr(config, name):
+            raise ValueError(f"{config.resume} was trained with {name}={stored[name]!r}; resume with the same "
+                             f"value, not {getattr(config, name)!r}")
+    if checkpoint.get("world_size", 1) != world_size:
+        raise ValueError(f"{config.resume} was trained by {checkpoint.get('world_size', 1)} processes; resume "
+                         f"with the same number, not {world_size}")
+    if checkpoint["step"] >= config.steps:
+        raise ValueError(f"{config.resume} is already at step {checkpoint['step']}; give steps > "
+                         f"{checkpoint['step']} to train on")
