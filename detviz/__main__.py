@@ -3,10 +3,12 @@
     python -m detviz data --seed 0 --num-images 24 --out data/synthetic/val
     python -m detviz train --model gfl --steps 100 --out runs/gfl
     python -m detviz evaluate --checkpoint runs/gfl/model.pt --data data/synthetic/val
+    python -m detviz analyze --checkpoint runs/gfl/model.pt --data data/synthetic/val --out runs/why
 
 Commands are argparse subcommands, each a ``_add_<name>`` that declares its arguments and
 a ``_run_<name>`` that does the work; ``data`` writes the synthetic shapes dataset
-(``detviz.datasets.synthetic``), ``train`` and ``evaluate`` run ``detviz.engine.train``.
+(``detviz.datasets.synthetic``), ``train`` and ``evaluate`` run ``detviz.engine.train``, ``analyze``
+writes the error analysis (``detviz.analysis.errors``) as a report (``detviz.viz.report``).
 """
 from __future__ import annotations
 
@@ -153,12 +155,177 @@ def _run_evaluate(args: argparse.Namespace) -> None:
     print(dumps_metrics(metrics))
 
 
+def _add_analyze(commands) -> None:
+    parser = commands.add_parser(
+        "analyze", help="error analysis of a detector's results: TIDE, confusion matrix, LRP, why gts were missed",
+        description="Analyse COCO results of any detector (--results) or of a detviz checkpoint (--checkpoint, "
+                    "which also tells which missed gts never had a positive prior in training) against "
+                    "DIR/annotations.json. Writes OUT/report.html (self-contained), OUT/summary.json, "
+                    "OUT/results.json, OUT/objects.csv and the figures as PNG; the last line printed is the "
+                    "summary as one JSON object.")
+    parser.add_argument("--data", metavar="DIR", required=True,
+                        help="COCO folder: annotations.json, and images/ (optional with --results: no crops then)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--results", metavar="RESULTS.json", help="COCO results list of any detector")
+    source.add_argument("--checkpoint", metavar="CKPT", help="model.pt or checkpoint.pt from `train`")
+    parser.add_argument("--out", metavar="OUT", default=None,
+                        help="new or empty output folder (default: a new folder runs/analyze-N)")
+    parser.add_argument("--score-thresh", type=_number(float, lambda v: 0.0 <= v < 1.0, "a number in [0, 1)"),
+                        default=0.3, help="operating point of the confusion matrix and the missed gts (default 0.3)")
+    parser.add_argument("--batch-size", type=_positive_int, default=8, help="images per forward pass (default 8)")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    parser.set_defaults(run=_run_analyze)
+
+
+def _run_analyze(args: argparse.Namespace) -> None:
+    import json
+    import tempfile
+    from pathlib import Path
+
+    from detviz.analysis.errors import analyze_results, object_rows, summary
+    from detviz.viz.report import write_report
+
+    data = Path(args.data)
+    coco, dataset = _analyze_ground_truth(data)
+    out = _analyze_out(args.out)
+    if args.checkpoint:
+        results, evidence, source = _checkpoint_results(args, dataset)
+    else:
+        results, evidence, source = _results_file(Path(args.results), coco), None, f"results {args.results}"
+    try:
+        analysis = analyze_results(coco, results, evidence=evidence, score_thresh=args.score_thresh)
+    except ValueError as err:
+        raise ValueError(f"{args.results or args.checkpoint}: {err}") from None
+    has_images = (data / "images").is_dir()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))  # renamed to OUT when complete
+    try:
+        numbers = summary(analysis)
+        (work / "summary.json").write_text(json.dumps(numbers, indent=1, allow_nan=False) + "\n")
+        (work / "results.json").write_text(json.dumps(results) + "\n")
+        _write_rows(work / "objects.csv", object_rows(analysis))
+        write_report(analysis, work, dataset=dataset if has_images else None, source=f"{source}; gt {data}")
+        work.chmod(0o755)
+        if out.is_dir():
+            out.rmdir()  # empty: checked before any work
+        work.rename(out)
+    except BaseException:
+        import shutil
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    print(f"report: {out / 'report.html'}")
+    print(json.dumps({k: v for k, v in numbers.items() if k != "per_class"}, allow_nan=False))
+
+
+def _analyze_ground_truth(data):
+    """The COCO gt of DIR/annotations.json, checked, and the dataset over DIR/images."""
+    from detviz.datasets.coco import CocoDetection
+
+    ann_file = data / "annotations.json"
+    if not ann_file.is_file():
+        raise FileNotFoundError(f"{ann_file} does not exist (--data must hold annotations.json)")
+    import json
+    try:
+        document = json.loads(ann_file.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ValueError(f"{ann_file} is not readable JSON: {err}") from None
+    if not isinstance(document, dict) or not document.get("categories"):
+        raise ValueError(f"{ann_file} has no 'categories': a COCO ground truth needs a non-empty list of "
+                         "{'id', 'name'} entries to score detections against")
+    dataset = CocoDetection(data / "images", ann_file)
+    return dataset.coco, dataset
+
+
+def _analyze_out(out):
+    """OUT as given (new, or an empty folder), or the first free runs/analyze-N."""
+    from pathlib import Path
+
+    if out is None:
+        n = 1
+        while Path(f"runs/analyze-{n}").exists():
+            n += 1
+        return Path(f"runs/analyze-{n}")
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ValueError(f"--out {out} already exists and is not an empty folder; give a new one "
+                         "(nothing there is overwritten)")
+    return out
+
+
+def _results_file(path, coco) -> list:
+    """A COCO results list read from ``path``, with the checks that name the file and the entry."""
+    import json
+    import math
+
+    if not path.is_file():
+        raise FileNotFoundError(f"results file {path} does not exist")
+    try:
+        results = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ValueError(f"results file {path} is not readable JSON: {err}") from None
+    if not isinstance(results, list):
+        raise ValueError(f"results file {path} must hold a list of {{image_id, category_id, bbox, score}}, "
+                         f"got {type(results).__name__}")
+    if not results:
+        raise ValueError(f"results file {path} is empty: there are no detections to analyse")
+    past = 0
+    for k, r in enumerate(results):
+        if not isinstance(r, dict) or not {"image_id", "category_id", "bbox", "score"} <= set(r):
+            raise ValueError(f"results file {path}: entry {k} must have image_id, category_id, bbox and score, got {r!r}")
+        info = coco.imgs.get(r["image_id"], {})
+        bbox = r["bbox"]
+        if "width" in info and isinstance(bbox, list) and len(bbox) == 4 and all(
+                isinstance(v, (int, float)) and math.isfinite(v) for v in bbox):
+            x, y, w, h = bbox
+            past += x + w > 1.05 * info["width"] + 1 or y + h > 1.05 * info["height"] + 1
+    if len(results) >= 10 and past > len(results) / 2:
+        raise ValueError(f"results file {path}: {past} of {len(results)} boxes end past their image's border; "
+                         "they look like [x1, y1, x2, y2], but COCO results use [x, y, width, height]")
+    return results
+
+
+def _checkpoint_results(args, dataset):
+    """The checkpoint's COCO results on the dataset, and the prior evidence of its family when detviz has it."""
+    from detviz.analysis.missed import EVIDENCE_FAMILIES, prior_evidence
+    from detviz.engine.checkpoints import build_model_from_checkpoint, load_checkpoint
+    from detviz.engine.families import get_family
+    from detviz.engine.inference import predict_dataset
+    from detviz.engine.processes import training_device
+    from detviz.evaluation import to_coco_results
+
+    checkpoint = load_checkpoint(args.checkpoint, num_classes=len(dataset.label_to_category_id))
+    stored = {int(k): v for k, v in checkpoint["label_to_category_id"].items()}
+    if stored != dataset.label_to_category_id:
+        raise ValueError(f"{args.checkpoint} was trained on the categories {stored} (label: category id), "
+                         f"--data {args.data} has {dataset.label_to_category_id}")
+    family = get_family(checkpoint["model_family"])
+    model = build_model_from_checkpoint(checkpoint).to(training_device(args.device)).eval()
+    size = checkpoint["train_config"]["input_size"]
+    predictions = predict_dataset(family, model, dataset, size, batch_size=args.batch_size)
+    results = to_coco_results(predictions, dataset.image_ids, dataset.label_to_category_id)
+    evidence = None
+    if family.name in EVIDENCE_FAMILIES:
+        evidence = prior_evidence(family.name, model, dataset, size, batch_size=args.batch_size)
+    return results, evidence, f"checkpoint {args.checkpoint} ({family.name}, input {size})"
+
+
+def _write_rows(path, rows: list) -> None:
+    import csv
+
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m detviz", description="detviz command line tools")
     commands = parser.add_subparsers(dest="command", required=True, metavar="command")
     _add_data(commands)
     _add_train(commands)
     _add_evaluate(commands)
+    _add_analyze(commands)
     return parser
 
 

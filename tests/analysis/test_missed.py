@@ -1,0 +1,152 @@
+"""detviz.analysis.missed: one reason per missed gt, by hand and on the shipped checkpoint."""
+import json
+import math
+
+import pytest
+import torch
+from pycocotools.coco import COCO
+
+from detviz.analysis.assignment import ATSSPriorAssigner
+from detviz.analysis.missed import (CONFUSED, CROWDED_OUT, LOW_SCORE, MISLOCALISED, NEVER_ASSIGNED, NO_DETECTION,
+                                    REASONS, PriorEvidence, count_reasons, miss_reason, prior_evidence, why_missed)
+from detviz.datasets.coco import open_dataset
+from detviz.engine.checkpoints import build_model_from_checkpoint, load_checkpoint
+from detviz.engine.families import get_family
+from detviz.engine.inference import predict_dataset
+from detviz.evaluation import to_coco_results
+from detviz.evaluation.matching import match_detections
+from detviz.fixtures import DATA_DIR
+from detviz.gfl.model import NanoDetConfig, build_nanodet
+
+ASSIGNED, UNASSIGNED = PriorEvidence(3, 0.2), PriorEvidence(0, math.nan)
+
+
+@pytest.mark.parametrize("same, other, evidence, reason", [
+    (0.9, 0.9, UNASSIGNED, NEVER_ASSIGNED),  # no loss ever pointed at it: first, whatever is near
+    (0.6, 0.9, ASSIGNED, CROWDED_OUT),  # its class at 0.5+, taken by another gt
+    (0.6, 0.0, None, CROWDED_OUT),
+    (0.3, 0.5, ASSIGNED, CONFUSED),  # another class at exactly 0.5
+    (0.1, 0.4, None, MISLOCALISED),  # its class at exactly the 0.1 border
+    (0.09, 0.4, ASSIGNED, LOW_SCORE),
+    (0.09, 0.4, None, NO_DETECTION),  # without the model nothing tells "never assigned" from "low score"
+    (0.0, 0.0, ASSIGNED, LOW_SCORE),
+])
+def test_reason_precedence(same, other, evidence, reason):
+    assert miss_reason(same, other, evidence) == reason
+
+
+def _coco(tmp_path, anns, images=((1, 100, 100),)):
+    data = {"images": [{"id": i, "file_name": f"{i}.png", "width": w, "height": h} for i, w, h in images],
+            "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}],
+            "annotations": [{"id": k + 1, "image_id": img, "category_id": c, "bbox": b, "area": b[2] * b[3],
+                             "iscrowd": crowd} for k, (img, c, b, crowd) in enumerate(anns)]}
+    path = tmp_path / "gt.json"
+    path.write_text(json.dumps(data))
+    return COCO(str(path))
+
+
+def test_every_reason_on_a_hand_made_image(tmp_path):
+    gt = _coco(tmp_path, [
+        (1, 1, [0, 0, 20, 20], 0),    # 1: found by the 0.9 detection
+        (1, 1, [2, 0, 20, 20], 0),    # 2: the 0.9 detection overlaps it at 0.8 but went to gt 1: crowded out
+        (1, 1, [50, 50, 20, 20], 0),  # 3: only a class-2 detection on it: confused
+        (1, 2, [0, 60, 20, 20], 0),   # 4: a class-2 detection half off it: mislocalised
+        (1, 2, [70, 0, 20, 20], 0),   # 5: nothing near; assigned in training: low score
+        (1, 1, [90, 90, 4, 4], 0),    # 6: nothing near; no positive prior in training: never assigned
+        (1, 1, [30, 30, 10, 10], 1),  # 7: a crowd region is never missed
+    ])
+    results = [{"image_id": 1, "category_id": 1, "bbox": [0, 0, 20, 20], "score": 0.9},
+               {"image_id": 1, "category_id": 2, "bbox": [50, 50, 20, 20], "score": 0.8},
+               {"image_id": 1, "category_id": 2, "bbox": [10, 60, 20, 20], "score": 0.7}]
+    records = match_detections(gt, results)
+    evidence = {k: PriorEvidence(0 if k == 6 else 4, 0.3) for k in range(1, 8)}
+    missed = why_missed(records, evidence)
+    assert {m.ann_id: m.reason for m in missed} == {2: CROWDED_OUT, 3: CONFUSED, 4: MISLOCALISED, 5: LOW_SCORE,
+                                                    6: NEVER_ASSIGNED}
+    confused = next(m for m in missed if m.ann_id == 3)
+    assert confused.other_category_id == 2 and confused.best_other_iou == pytest.approx(1.0)
+    assert next(m for m in missed if m.ann_id == 4).best_same_iou == pytest.approx(1 / 3)  # 200 / 600 px^2
+    counts = count_reasons(missed)
+    assert counts == {"total": 5, NEVER_ASSIGNED: 1, CROWDED_OUT: 1, CONFUSED: 1, MISLOCALISED: 1, LOW_SCORE: 1,
+                      NO_DETECTION: 0}
+    # results alone: the model-only reasons fall back to "no detection"
+    assert count_reasons(why_missed(records))[NO_DETECTION] == 2
+    with pytest.raises(ValueError, match="evidence has no entry for annotation id 2"):
+        why_missed(records, {1: ASSIGNED})
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    checkpoint = load_checkpoint(DATA_DIR / "checkpoints" / "nanodet_m_synthetic.pt", model_family="gfl")
+    model = build_model_from_checkpoint(checkpoint).eval()
+    return model, checkpoint["train_config"]["input_size"], open_dataset(DATA_DIR / "synthetic" / "val")
+
+
+def test_the_reasons_partition_the_missed_gts_of_the_shipped_checkpoint(shipped):
+    model, size, dataset = shipped
+    predictions = predict_dataset(get_family("gfl"), model, dataset, size)
+    results = to_coco_results(predictions, dataset.image_ids, dataset.label_to_category_id)
+    records = match_detections(dataset.coco, results)
+    evidence = prior_evidence("gfl", model, dataset, size)
+    missed = why_missed(records, evidence)
+    unmatched = {g.ann_id for g in records.gts if not g.ignored and g.matched[0] is None}  # thresholds[0] = 0.5
+    assert records.iou_thresholds[0] == 0.5
+    assert [m.ann_id for m in missed] == [g.ann_id for g in records.gts if g.ann_id in unmatched]
+    counts = count_reasons(missed)
+    assert counts["total"] == len(unmatched) > 0
+    assert sum(counts[r] for r in REASONS) == counts["total"]
+    for m in missed:  # each reason holds for its gt
+        if m.reason == NEVER_ASSIGNED:
+            assert m.num_pos == 0
+        elif m.reason == LOW_SCORE:
+            assert m.num_pos > 0 and m.best_same_iou < 0.1 and m.best_other_iou < 0.5
+
+
+def test_prior_evidence_is_the_training_assignment(shipped):
+    model, size, dataset = shipped
+    evidence = prior_evidence("gfl", model, dataset, size)
+    assert len(evidence) == sum(1 for a in dataset.coco.anns.values() if not a.get("iscrowd", 0))
+    # image 0 by hand: the val images are 320 x 320, so the inference resize is the identity
+    image, target = dataset[0]
+    assigner = ATSSPriorAssigner.from_model(model, (size, size))
+    gt_inds = assigner.assign(target["boxes"])
+    with torch.no_grad():
+        from detviz.gfl.model import normalize_images
+        cls_scores, _ = model(normalize_images(image[None]))
+    scores = torch.cat([s[0].permute(1, 2, 0).reshape(-1, s.shape[1]) for s in cls_scores]).sigmoid()  # [N, C]
+    ann_ids = dataset.coco.getAnnIds(imgIds=[dataset.image_ids[0]])
+    for g, ann_id in enumerate(ann_ids):
+        pos = gt_inds == g
+        assert evidence[ann_id].num_pos == int(pos.sum())
+        if pos.any():
+            label = int(target["labels"][g])
+            assert evidence[ann_id].best_score == pytest.approx(float(scores[pos, label].max()), abs=1e-5)
+
+
+def test_a_tiny_gt_is_never_assigned(tmp_path):
+    from PIL import Image
+
+    (tmp_path / "images").mkdir()
+    Image.new("RGB", (64, 64)).save(tmp_path / "images" / "a.png")
+    (tmp_path / "annotations.json").write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "a.png", "width": 64, "height": 64}],
+        "categories": [{"id": 1, "name": "a"}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 30, 30], "area": 900, "iscrowd": 0},
+                        {"id": 2, "image_id": 1, "category_id": 1, "bbox": [46, 46, 2, 2], "area": 4, "iscrowd": 0}]}))
+    torch.manual_seed(0)
+    model = build_nanodet(NanoDetConfig(num_classes=1, input_size=64)).eval()
+    evidence = prior_evidence("gfl", model, open_dataset(tmp_path), 64)
+    assert evidence[1].num_pos > 0 and 0 <= evidence[1].best_score <= 1
+    assert evidence[2] == PriorEvidence(0, evidence[2].best_score) and math.isnan(evidence[2].best_score)
+
+
+def test_bad_arguments_are_named(shipped):
+    model, size, dataset = shipped
+    with pytest.raises(ValueError, match=r"family_name must be one of \('gfl', 'faster_rcnn'\).*got 'yolov3'"):
+        prior_evidence("yolov3", model, dataset, size)
+    model.train()
+    try:
+        with pytest.raises(ValueError, match="model must be in eval mode"):
+            prior_evidence("gfl", model, dataset, size)
+    finally:
+        model.eval()
