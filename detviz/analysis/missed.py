@@ -7,8 +7,10 @@ first that applies in this order:
 
 1. ``never_assigned``: the model's own training assigner gives it no positive prior at the
    model's input size (ATSS for NanoDet-m's GFL head, the RPN's max-IoU Matcher for Faster
-   R-CNN), so no loss ever asked any prior to find it. Known only with the model
-   (:func:`prior_evidence`).
+   R-CNN, the best anchor for YOLOv3, where a later gt written into the same cell and anchor
+   takes its place), so no loss ever asked any prior to find it. Known only with the model
+   (:func:`prior_evidence`; the sparse head matches gts to its own predictions of the moment,
+   so it has no fixed assignment to replay).
 2. ``crowded_out``: a detection of its class overlaps it at IoU >= 0.5 but was matched to
    another gt (a higher-scoring detection took that gt first, or this detection fits the other
    gt better).
@@ -46,7 +48,7 @@ MISLOCALISED, LOW_SCORE, NO_DETECTION = "mislocalised", "low_score", "no_detecti
 REASONS = (NEVER_ASSIGNED, CROWDED_OUT, CONFUSED, MISLOCALISED, LOW_SCORE, NO_DETECTION)  # precedence order
 MATCH_IOU = 0.5  # a detection at this IoU or more would have found the gt
 NEAR_IOU = 0.1  # TIDE's background threshold: below it a detection is not "near" the gt
-EVIDENCE_FAMILIES = ("gfl", "faster_rcnn")
+EVIDENCE_FAMILIES = ("gfl", "faster_rcnn", "yolov3")
 
 
 @dataclass(frozen=True)
@@ -154,8 +156,9 @@ def prior_evidence(family_name: str, model: nn.Module, dataset, input_size: int,
 
     Args:
         family_name: ``"gfl"`` (ATSS from the model's ``NanoDetConfig``; score = the class's
-            sigmoid) or ``"faster_rcnn"`` (the RPN's anchors and Matcher; score = the RPN
-            objectness, which is class-agnostic).
+            sigmoid), ``"faster_rcnn"`` (the RPN's anchors and Matcher; score = the RPN
+            objectness, which is class-agnostic) or ``"yolov3"`` (the best of the config's 9
+            anchors by shape, in the cell of the box centre; score = objectness x class).
         model: the trained model, in eval mode (it is run as it is).
         dataset: :class:`~detviz.datasets.CocoDetection` with images.
         input_size: the side the model was trained and evaluated at.
@@ -171,9 +174,12 @@ def prior_evidence(family_name: str, model: nn.Module, dataset, input_size: int,
     if family_name == "gfl":
         assigner = ATSSPriorAssigner.from_model(model, (input_size, input_size))
         scorer = _gfl_scores
-    else:
+    elif family_name == "faster_rcnn":
         assigner = MaxIoUPriorAssigner.from_rpn(model, (input_size, input_size))
         scorer = _rpn_scores
+    else:
+        assigner = _YoloBestAnchor(model.cfg.anchors, (input_size, input_size))
+        scorer = _yolo_scores
     resize = NanoDetWarp((input_size, input_size), scale=(1.0, 1.0), translate=0.0, flip=0.0)
     fixed = torch.Generator().manual_seed(0)  # a plain resize: the draws do not matter
     device = next(model.parameters()).device
@@ -222,3 +228,32 @@ def _rpn_scores(model: nn.Module, images: Tensor) -> Tensor:
     # per level [B, A, H, W] -> [B, H, W, A] -> [B, H*W*A]: the order of the anchors (y, x, anchor)
     per_level = [o.permute(0, 2, 3, 1).flatten(1) for o in objectness]
     return torch.cat(per_level, dim=1).sigmoid().unsqueeze(-1)
+
+
+class _YoloBestAnchor:
+    """YOLOv3's training assignment (:func:`detviz.yolo.targets.build_targets`, best anchor) as a
+    prior assigner: priors are every level's ``[H, W, A]`` flattened, levels in the model's order."""
+
+    def __init__(self, anchors, input_size: tuple[int, int]):
+        from detviz.yolo.targets import featmap_sizes
+
+        self.anchors, self.input_size = anchors, input_size
+        self.sizes = featmap_sizes(input_size)  # [(H, W)] per level, stride 32 first
+
+    def assign(self, gt_boxes: Tensor) -> Tensor:
+        from detviz.yolo.targets import build_targets
+
+        labels = torch.zeros(gt_boxes.shape[0], dtype=torch.int64)
+        matches = build_targets([gt_boxes], [labels], input_size=self.input_size, num_classes=1,
+                                anchors=self.anchors).matches
+        per_level = [torch.full((h, w, 3), -1, dtype=torch.long) for h, w in self.sizes]  # [H, W, A]
+        for gt, level, slot, row, col in zip(matches.gt, matches.level, matches.slot, matches.row, matches.col):
+            per_level[int(level)][row, col, slot] = gt  # in gt order: a later gt overwrites, as in y_true
+        return torch.cat([p.flatten() for p in per_level])  # [N]
+
+
+def _yolo_scores(model: nn.Module, images: Tensor) -> Tensor:
+    """[B, 3, S, S] in [0, 1] -> [B, N, C] objectness x class probability per (cell, anchor)."""
+    outputs = model(images)  # per level [B, H, W, A, 5 + C]
+    per_level = [(o[..., 4:5].sigmoid() * o[..., 5:].sigmoid()).flatten(1, 3) for o in outputs]  # [B, H*W*A, C]
+    return torch.cat(per_level, dim=1)

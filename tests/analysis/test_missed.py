@@ -142,11 +142,39 @@ def test_a_tiny_gt_is_never_assigned(tmp_path):
 
 def test_bad_arguments_are_named(shipped):
     model, size, dataset = shipped
-    with pytest.raises(ValueError, match=r"family_name must be one of \('gfl', 'faster_rcnn'\).*got 'yolov3'"):
-        prior_evidence("yolov3", model, dataset, size)
+    with pytest.raises(ValueError, match=r"family_name must be one of \('gfl', 'faster_rcnn', 'yolov3'\).*got 'sparse'"):
+        prior_evidence("sparse", model, dataset, size)
     model.train()
     try:
         with pytest.raises(ValueError, match="model must be in eval mode"):
             prior_evidence("gfl", model, dataset, size)
     finally:
         model.eval()
+
+
+def test_yolov3_evidence_is_the_best_anchor_and_a_collision_loses_it(tmp_path):
+    from PIL import Image
+
+    from detviz.engine.families import get_family
+
+    (tmp_path / "images").mkdir()
+    Image.new("RGB", (64, 64)).save(tmp_path / "images" / "a.png")
+    boxes = [[4, 4, 40, 40], [6, 6, 40, 40], [44, 44, 6, 6]]  # the first two share a cell and an anchor
+    (tmp_path / "annotations.json").write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "a.png", "width": 64, "height": 64}],
+        "categories": [{"id": 1, "name": "a"}],
+        "annotations": [{"id": k + 1, "image_id": 1, "category_id": 1, "bbox": b, "area": b[2] * b[3], "iscrowd": 0}
+                        for k, b in enumerate(boxes)]}))
+    torch.manual_seed(0)
+    model = get_family("yolov3").build(1, 64).eval()
+    evidence = prior_evidence("yolov3", model, open_dataset(tmp_path), 64)
+    assert [evidence[k].num_pos for k in (1, 2, 3)] == [0, 1, 1]  # gt 2 overwrote gt 1, as in y_true
+    assert math.isnan(evidence[1].best_score) and 0 < evidence[3].best_score < 1
+    # gt 2's prior read from build_targets and the raw outputs (the image is black, as the dataset's)
+    from detviz.yolo.targets import build_targets
+
+    matches = build_targets([torch.tensor([[6.0, 6, 46, 46]])], [torch.tensor([0])], input_size=(64, 64),
+                            num_classes=1, anchors=model.cfg.anchors).matches
+    with torch.no_grad():
+        out = model(torch.zeros(1, 3, 64, 64))[int(matches.level[0])][0, matches.row[0], matches.col[0], matches.slot[0]]
+    assert evidence[2].best_score == pytest.approx(float(out[4].sigmoid() * out[5].sigmoid()), abs=1e-6)
