@@ -15,6 +15,7 @@ every gt, and the question "why was this one missed?" would have no subject.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -81,9 +82,16 @@ def analyze_results(coco_gt, results: list[dict], *, evidence: dict[int, PriorEv
         metrics={k: v for k, v in metrics.items() if k != "cocoeval"},
         pr_curves=precision_recall_curves(metrics) if results else {},
         tide=tide, lrp=optimal_lrp(coco, results), records=match_detections(coco, results),
-        confusion=confusion_matrix(coco, results, score_threshold=score_thresh),
+        confusion=_confusion_at(coco, kept, score_thresh),
         missed=why_missed(match_detections(coco, kept), evidence), score_thresh=float(score_thresh),
         class_names={cid: cat["name"] for cid, cat in sorted(coco.cats.items())}, with_model=evidence is not None)
+
+
+def _confusion_at(coco, kept: list[dict], score_thresh: float) -> DetectionConfusion:
+    """The one-to-one matrix of the detections with score >= ``score_thresh`` (Ultralytics keeps
+    score > threshold; here one threshold means the same for the matrix and the missed gts)."""
+    matrix = confusion_matrix(coco, kept, score_threshold=-1.0)  # ``kept`` is already cut
+    return dataclasses.replace(matrix, score_threshold=float(score_thresh))
 
 
 def _finite(value):

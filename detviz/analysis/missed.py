@@ -183,7 +183,7 @@ def prior_evidence(family_name: str, model: nn.Module, dataset, input_size: int,
     resize = NanoDetWarp((input_size, input_size), scale=(1.0, 1.0), translate=0.0, flip=0.0)
     fixed = torch.Generator().manual_seed(0)  # a plain resize: the draws do not matter
     device = next(model.parameters()).device
-    evidence = {}
+    evidence = _degenerate_gts(dataset)
     for start in range(0, len(dataset), batch_size):
         indices = range(start, min(start + batch_size, len(dataset)))
         items = [_image_and_gts(dataset, i, resize, fixed) for i in indices]
@@ -199,10 +199,11 @@ def prior_evidence(family_name: str, model: nn.Module, dataset, input_size: int,
 
 
 def _image_and_gts(dataset, index: int, resize: NanoDetWarp, generator) -> tuple[Tensor, Tensor, Tensor, list[int]]:
-    """The resized image, its non-crowd gt boxes in input pixels, their labels and annotation ids."""
+    """The resized image, its non-crowd gt boxes in input pixels, their labels and annotation ids.
+    Boxes without width or height are left out: training drops them, so they are never assigned."""
     image_id = dataset.image_ids[index]
-    anns = [a for a in dataset.coco.loadAnns(dataset.coco.getAnnIds(imgIds=[image_id]))
-            if not a.get("iscrowd", 0) and a["bbox"][2] > 0 and a["bbox"][3] > 0]
+    anns = [a for a in dataset.coco.loadAnns(dataset.coco.getAnnIds(imgIds=[image_id])) if not a.get("iscrowd", 0)
+            and a["bbox"][2] > 0 and a["bbox"][3] > 0]
     image = dataset._load_image(dataset.coco.imgs[image_id]["file_name"])
     empty = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}
     warped, _, meta = resize(image, empty, generator)
@@ -211,6 +212,12 @@ def _image_and_gts(dataset, index: int, resize: NanoDetWarp, generator) -> tuple
     boxes = warp_boxes(boxes, meta["warp_matrix"].to(torch.float32))  # [M, 4] input pixels, not clipped
     labels = torch.tensor([dataset.category_id_to_label[a["category_id"]] for a in anns], dtype=torch.int64)
     return warped, boxes, labels, [a["id"] for a in anns]
+
+
+def _degenerate_gts(dataset) -> dict[int, PriorEvidence]:
+    """Non-crowd gts without width or height: the training data drops them, so no prior learns them."""
+    return {a["id"]: PriorEvidence(0, math.nan) for a in dataset.coco.anns.values()
+            if not a.get("iscrowd", 0) and (a["bbox"][2] <= 0 or a["bbox"][3] <= 0)}
 
 
 def _gfl_scores(model: nn.Module, images: Tensor) -> Tensor:

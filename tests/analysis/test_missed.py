@@ -123,7 +123,7 @@ def test_prior_evidence_is_the_training_assignment(shipped):
             assert evidence[ann_id].best_score == pytest.approx(float(scores[pos, label].max()), abs=1e-5)
 
 
-def test_a_tiny_gt_is_never_assigned(tmp_path):
+def test_tiny_and_degenerate_gts_are_never_assigned(tmp_path):
     from PIL import Image
 
     (tmp_path / "images").mkdir()
@@ -132,12 +132,16 @@ def test_a_tiny_gt_is_never_assigned(tmp_path):
         "images": [{"id": 1, "file_name": "a.png", "width": 64, "height": 64}],
         "categories": [{"id": 1, "name": "a"}],
         "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 30, 30], "area": 900, "iscrowd": 0},
-                        {"id": 2, "image_id": 1, "category_id": 1, "bbox": [46, 46, 2, 2], "area": 4, "iscrowd": 0}]}))
+                        {"id": 2, "image_id": 1, "category_id": 1, "bbox": [46, 46, 2, 2], "area": 4, "iscrowd": 0},
+                        {"id": 3, "image_id": 1, "category_id": 1, "bbox": [20, 20, 0, 9], "area": 0, "iscrowd": 0}]}))
     torch.manual_seed(0)
     model = build_nanodet(NanoDetConfig(num_classes=1, input_size=64)).eval()
-    evidence = prior_evidence("gfl", model, open_dataset(tmp_path), 64)
+    with pytest.warns(UserWarning, match="dropped 1 boxes without positive width and height"):
+        dataset = open_dataset(tmp_path)
+    evidence = prior_evidence("gfl", model, dataset, 64)
     assert evidence[1].num_pos > 0 and 0 <= evidence[1].best_score <= 1
     assert evidence[2] == PriorEvidence(0, evidence[2].best_score) and math.isnan(evidence[2].best_score)
+    assert evidence[3].num_pos == 0  # no width: training drops it, so it is never assigned
 
 
 def test_bad_arguments_are_named(shipped):
