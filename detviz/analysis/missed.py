@@ -8,9 +8,10 @@ first that applies in this order:
 1. ``never_assigned``: the model's own training assigner gives it no positive prior at the
    model's input size (ATSS for NanoDet-m's GFL head, the RPN's max-IoU Matcher for Faster
    R-CNN, the best anchor for YOLOv3, where a later gt written into the same cell and anchor
-   takes its place), so no loss ever asked any prior to find it. Known only with the model
-   (:func:`prior_evidence`; the sparse head matches gts to its own predictions of the moment,
-   so it has no fixed assignment to replay).
+   takes its place; for the sparse head, whose one-to-one matching follows its predictions of
+   the moment, the objectness target: no location of any level lies inside the gt, so nothing
+   learns to bring it into the top-n), so no loss ever asked any prior to find it. Known only
+   with the model (:func:`prior_evidence`).
 2. ``crowded_out``: a detection of its class overlaps it at IoU >= 0.5 but was matched to
    another gt (a higher-scoring detection took that gt first, or this detection fits the other
    gt better).
@@ -48,7 +49,7 @@ MISLOCALISED, LOW_SCORE, NO_DETECTION = "mislocalised", "low_score", "no_detecti
 REASONS = (NEVER_ASSIGNED, CROWDED_OUT, CONFUSED, MISLOCALISED, LOW_SCORE, NO_DETECTION)  # precedence order
 MATCH_IOU = 0.5  # a detection at this IoU or more would have found the gt
 NEAR_IOU = 0.1  # TIDE's background threshold: below it a detection is not "near" the gt
-EVIDENCE_FAMILIES = ("gfl", "faster_rcnn", "yolov3")
+EVIDENCE_FAMILIES = ("gfl", "faster_rcnn", "yolov3", "sparse")
 
 
 @dataclass(frozen=True)
@@ -157,8 +158,10 @@ def prior_evidence(family_name: str, model: nn.Module, dataset, input_size: int,
     Args:
         family_name: ``"gfl"`` (ATSS from the model's ``NanoDetConfig``; score = the class's
             sigmoid), ``"faster_rcnn"`` (the RPN's anchors and Matcher; score = the RPN
-            objectness, which is class-agnostic) or ``"yolov3"`` (the best of the config's 9
-            anchors by shape, in the cell of the box centre; score = objectness x class).
+            objectness, which is class-agnostic), ``"yolov3"`` (the best of the config's 9
+            anchors by shape, in the cell of the box centre; score = objectness x class) or
+            ``"sparse"`` (locations inside the gt, where its objectness target is positive;
+            score = the predicted objectness, which decides the top-n).
         model: the trained model, in eval mode (it is run as it is).
         dataset: :class:`~detviz.datasets.CocoDetection` with images.
         input_size: the side the model was trained and evaluated at.
@@ -177,9 +180,12 @@ def prior_evidence(family_name: str, model: nn.Module, dataset, input_size: int,
     elif family_name == "faster_rcnn":
         assigner = MaxIoUPriorAssigner.from_rpn(model, (input_size, input_size))
         scorer = _rpn_scores
-    else:
+    elif family_name == "yolov3":
         assigner = _YoloBestAnchor(model.cfg.anchors, (input_size, input_size))
         scorer = _yolo_scores
+    else:
+        assigner = _SparseObjectness(model.cfg.strides, (input_size, input_size))
+        scorer = _sparse_scores
     resize = NanoDetWarp((input_size, input_size), scale=(1.0, 1.0), translate=0.0, flip=0.0)
     fixed = torch.Generator().manual_seed(0)  # a plain resize: the draws do not matter
     device = next(model.parameters()).device
@@ -189,9 +195,9 @@ def prior_evidence(family_name: str, model: nn.Module, dataset, input_size: int,
         items = [_image_and_gts(dataset, i, resize, fixed) for i in indices]
         scores = scorer(model, torch.stack([image for image, _, _, _ in items]).to(device))  # [B, N, C or 1]
         for (_, boxes, labels, ann_ids), image_scores in zip(items, scores.cpu()):
-            gt_inds = assigner.assign(boxes) if len(ann_ids) else torch.zeros(0, dtype=torch.long)  # [N]
+            gt_inds = assigner.assign(boxes) if len(ann_ids) else torch.zeros(0, dtype=torch.long)  # [N] or [N, M]
             for g, ann_id in enumerate(ann_ids):
-                pos = gt_inds == g
+                pos = gt_inds[:, g] if gt_inds.dim() == 2 else gt_inds == g  # [N] bool
                 column = labels[g] if image_scores.shape[1] > 1 else 0
                 best = float(image_scores[pos, column].max()) if pos.any() else math.nan
                 evidence[ann_id] = PriorEvidence(int(pos.sum()), best)
@@ -264,3 +270,26 @@ def _yolo_scores(model: nn.Module, images: Tensor) -> Tensor:
     outputs = model(images)  # per level [B, H, W, A, 5 + C]
     per_level = [(o[..., 4:5].sigmoid() * o[..., 5:].sigmoid()).flatten(1, 3) for o in outputs]  # [B, H*W*A, C]
     return torch.cat(per_level, dim=1)
+
+
+class _SparseObjectness:
+    """The sparse head's objectness targets as a prior assigner: every level's locations, and
+    per (location, gt) whether the location lies inside the gt (positive FCOS centerness)."""
+
+    def __init__(self, strides, input_size: tuple[int, int]):
+        from detviz.anchors import center_points
+
+        h, w = input_size
+        self.points = torch.cat([center_points((h // s, w // s), s) for s in strides])  # [N, 2]
+
+    def assign(self, gt_boxes: Tensor) -> Tensor:
+        """[M, 4] xyxy input pixels -> [N, M] bool: the location is inside the gt."""
+        x, y = self.points[:, 0:1], self.points[:, 1:2]  # [N, 1] each
+        inside = torch.stack([x - gt_boxes[:, 0], y - gt_boxes[:, 1], gt_boxes[:, 2] - x, gt_boxes[:, 3] - y])
+        return inside.amin(dim=0) > 0  # [4, N, M] -> [N, M]
+
+
+def _sparse_scores(model: nn.Module, images: Tensor) -> Tensor:
+    """[B, 3, S, S] in [0, 1] -> [B, N, 1] predicted objectness per location, levels concatenated."""
+    objectness = model(normalize_images(images)).objectness  # L x [B, 1, H, W], probabilities
+    return torch.cat([o.flatten(1) for o in objectness], dim=1).unsqueeze(-1)  # [B, H*W] per level -> [B, N, 1]

@@ -7,6 +7,7 @@ import torch
 from pycocotools.coco import COCO
 
 from detviz.analysis.assignment import ATSSPriorAssigner
+from detviz.anchors import center_points
 from detviz.analysis.missed import (CONFUSED, CROWDED_OUT, LOW_SCORE, MISLOCALISED, NEVER_ASSIGNED, NO_DETECTION,
                                     REASONS, PriorEvidence, count_reasons, miss_reason, prior_evidence, why_missed)
 from detviz.datasets.coco import open_dataset
@@ -146,8 +147,9 @@ def test_tiny_and_degenerate_gts_are_never_assigned(tmp_path):
 
 def test_bad_arguments_are_named(shipped):
     model, size, dataset = shipped
-    with pytest.raises(ValueError, match=r"family_name must be one of \('gfl', 'faster_rcnn', 'yolov3'\).*got 'sparse'"):
-        prior_evidence("sparse", model, dataset, size)
+    with pytest.raises(ValueError, match=r"family_name must be one of \('gfl', 'faster_rcnn', 'yolov3', 'sparse'\)"
+                                         r".*got 'retinanet'"):
+        prior_evidence("retinanet", model, dataset, size)
     model.train()
     try:
         with pytest.raises(ValueError, match="model must be in eval mode"):
@@ -182,3 +184,33 @@ def test_yolov3_evidence_is_the_best_anchor_and_a_collision_loses_it(tmp_path):
     with torch.no_grad():
         out = model(torch.zeros(1, 3, 64, 64))[int(matches.level[0])][0, matches.row[0], matches.col[0], matches.slot[0]]
     assert evidence[2].best_score == pytest.approx(float(out[4].sigmoid() * out[5].sigmoid()), abs=1e-6)
+
+
+
+def test_sparse_evidence_is_the_objectness_target(tmp_path):
+    from PIL import Image
+
+    from detviz.engine.families import get_family
+    from detviz.gfl.model import normalize_images
+    from detviz.sparse.targets import centerness_targets
+
+    (tmp_path / "images").mkdir()
+    Image.new("RGB", (64, 64)).save(tmp_path / "images" / "a.png")
+    # a 20 px box, and a 3 px one between the stride-8 centres (4, 12, ...): no location inside it
+    boxes = [[10, 10, 20, 20], [5, 5, 3, 3]]
+    (tmp_path / "annotations.json").write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "a.png", "width": 64, "height": 64}],
+        "categories": [{"id": 1, "name": "a"}],
+        "annotations": [{"id": k + 1, "image_id": 1, "category_id": 1, "bbox": b, "area": b[2] * b[3], "iscrowd": 0}
+                        for k, b in enumerate(boxes)]}))
+    torch.manual_seed(0)
+    model = get_family("sparse").build(1, 64).eval()
+    evidence = prior_evidence("sparse", model, open_dataset(tmp_path), 64)
+    # the library's own objectness targets say the same: positive where the gt contains the location
+    points = torch.cat([center_points((64 // s, 64 // s), s) for s in model.cfg.strides])
+    positive = centerness_targets(points, torch.tensor([[10.0, 10, 30, 30]])) > 0
+    assert evidence[1].num_pos == int(positive.sum()) > 0
+    assert evidence[2].num_pos == 0 and math.isnan(evidence[2].best_score)
+    with torch.no_grad():
+        objectness = torch.cat([o.flatten() for o in model(normalize_images(torch.zeros(1, 3, 64, 64))).objectness])
+    assert evidence[1].best_score == pytest.approx(float(objectness[positive].max()), abs=1e-6)
