@@ -222,18 +222,24 @@ def _analyze_ground_truth(data):
     from detviz.datasets.coco import CocoDetection
 
     ann_file = data / "annotations.json"
-    if not ann_file.is_file():
-        raise FileNotFoundError(f"{ann_file} does not exist (--data must hold annotations.json)")
-    import json
-    try:
-        document = json.loads(ann_file.read_text())
-    except (ValueError, UnicodeDecodeError) as err:
-        raise ValueError(f"{ann_file} is not readable JSON: {err}") from None
+    document = _read_json(ann_file, f"{ann_file} (--data must hold annotations.json)")
     if not isinstance(document, dict) or not document.get("categories"):
         raise ValueError(f"{ann_file} has no 'categories': a COCO ground truth needs a non-empty list of "
                          "{'id', 'name'} entries to score detections against")
     dataset = CocoDetection(data / "images", ann_file)
     return dataset.coco, dataset
+
+
+def _read_json(path, what: str):
+    """The JSON document at ``path``; FileNotFoundError / ValueError naming ``what``."""
+    import json
+
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} does not exist")
+    try:
+        return json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ValueError(f"{what} is not readable JSON: {err}") from None
 
 
 def _analyze_out(out):
@@ -254,15 +260,9 @@ def _analyze_out(out):
 
 def _results_file(path, coco) -> list:
     """A COCO results list read from ``path``, with the checks that name the file and the entry."""
-    import json
     import math
 
-    if not path.is_file():
-        raise FileNotFoundError(f"results file {path} does not exist")
-    try:
-        results = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as err:
-        raise ValueError(f"results file {path} is not readable JSON: {err}") from None
+    results = _read_json(path, f"results file {path}")
     if not isinstance(results, list):
         raise ValueError(f"results file {path} must hold a list of {{image_id, category_id, bbox, score}}, "
                          f"got {type(results).__name__}")

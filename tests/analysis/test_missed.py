@@ -125,16 +125,7 @@ def test_prior_evidence_is_the_training_assignment(shipped):
 
 
 def test_tiny_and_degenerate_gts_are_never_assigned(tmp_path):
-    from PIL import Image
-
-    (tmp_path / "images").mkdir()
-    Image.new("RGB", (64, 64)).save(tmp_path / "images" / "a.png")
-    (tmp_path / "annotations.json").write_text(json.dumps({
-        "images": [{"id": 1, "file_name": "a.png", "width": 64, "height": 64}],
-        "categories": [{"id": 1, "name": "a"}],
-        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 30, 30], "area": 900, "iscrowd": 0},
-                        {"id": 2, "image_id": 1, "category_id": 1, "bbox": [46, 46, 2, 2], "area": 4, "iscrowd": 0},
-                        {"id": 3, "image_id": 1, "category_id": 1, "bbox": [20, 20, 0, 9], "area": 0, "iscrowd": 0}]}))
+    _one_black_image(tmp_path, [[10, 10, 30, 30], [46, 46, 2, 2], [20, 20, 0, 9]])  # a box, a speck, no width
     torch.manual_seed(0)
     model = build_nanodet(NanoDetConfig(num_classes=1, input_size=64)).eval()
     with pytest.warns(UserWarning, match="dropped 1 boxes without positive width and height"):
@@ -158,19 +149,25 @@ def test_bad_arguments_are_named(shipped):
         model.eval()
 
 
-def test_yolov3_evidence_is_the_best_anchor_and_a_collision_loses_it(tmp_path):
+def _one_black_image(folder, boxes, size=64):
+    """``folder/images/a.png`` (black, size x size) and ``folder/annotations.json`` with class-1 gts (xywh)."""
     from PIL import Image
 
-    from detviz.engine.families import get_family
-
-    (tmp_path / "images").mkdir()
-    Image.new("RGB", (64, 64)).save(tmp_path / "images" / "a.png")
-    boxes = [[4, 4, 40, 40], [6, 6, 40, 40], [44, 44, 6, 6]]  # the first two share a cell and an anchor
-    (tmp_path / "annotations.json").write_text(json.dumps({
-        "images": [{"id": 1, "file_name": "a.png", "width": 64, "height": 64}],
+    (folder / "images").mkdir()
+    Image.new("RGB", (size, size)).save(folder / "images" / "a.png")
+    (folder / "annotations.json").write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "a.png", "width": size, "height": size}],
         "categories": [{"id": 1, "name": "a"}],
         "annotations": [{"id": k + 1, "image_id": 1, "category_id": 1, "bbox": b, "area": b[2] * b[3], "iscrowd": 0}
                         for k, b in enumerate(boxes)]}))
+    return folder
+
+
+def test_yolov3_evidence_is_the_best_anchor_and_a_collision_loses_it(tmp_path):
+    from detviz.engine.families import get_family
+
+    boxes = [[4, 4, 40, 40], [6, 6, 40, 40], [44, 44, 6, 6]]  # the first two share a cell and an anchor
+    _one_black_image(tmp_path, boxes)
     torch.manual_seed(0)
     model = get_family("yolov3").build(1, 64).eval()
     evidence = prior_evidence("yolov3", model, open_dataset(tmp_path), 64)
@@ -186,23 +183,14 @@ def test_yolov3_evidence_is_the_best_anchor_and_a_collision_loses_it(tmp_path):
     assert evidence[2].best_score == pytest.approx(float(out[4].sigmoid() * out[5].sigmoid()), abs=1e-6)
 
 
-
 def test_sparse_evidence_is_the_objectness_target(tmp_path):
-    from PIL import Image
-
     from detviz.engine.families import get_family
     from detviz.gfl.model import normalize_images
     from detviz.sparse.targets import centerness_targets
 
-    (tmp_path / "images").mkdir()
-    Image.new("RGB", (64, 64)).save(tmp_path / "images" / "a.png")
     # a 20 px box, and a 3 px one between the stride-8 centres (4, 12, ...): no location inside it
     boxes = [[10, 10, 20, 20], [5, 5, 3, 3]]
-    (tmp_path / "annotations.json").write_text(json.dumps({
-        "images": [{"id": 1, "file_name": "a.png", "width": 64, "height": 64}],
-        "categories": [{"id": 1, "name": "a"}],
-        "annotations": [{"id": k + 1, "image_id": 1, "category_id": 1, "bbox": b, "area": b[2] * b[3], "iscrowd": 0}
-                        for k, b in enumerate(boxes)]}))
+    _one_black_image(tmp_path, boxes)
     torch.manual_seed(0)
     model = get_family("sparse").build(1, 64).eval()
     evidence = prior_evidence("sparse", model, open_dataset(tmp_path), 64)
