@@ -77,10 +77,11 @@ def analyze_results(coco_gt, results: list[dict], *, evidence: dict[int, PriorEv
     coco = load_ground_truth(coco_gt)
     tide = tide_errors(coco, results)  # validates every entry, naming the bad one
     metrics = evaluate_coco(coco, results)
+    pr_curves = precision_recall_curves(metrics) if results else {}
+    metrics.pop("cocoeval")  # its per-image tables are half the peak memory: drop them before the rest
     kept = [r for r in results if r["score"] >= score_thresh]
     return ErrorAnalysis(
-        metrics={k: v for k, v in metrics.items() if k != "cocoeval"},
-        pr_curves=precision_recall_curves(metrics) if results else {},
+        metrics=metrics, pr_curves=pr_curves,
         tide=tide, lrp=optimal_lrp(coco, results), records=match_detections(coco, results),
         confusion=_confusion_at(coco, kept, score_thresh),
         missed=why_missed(match_detections(coco, kept), evidence), score_thresh=float(score_thresh),
@@ -136,9 +137,8 @@ def object_rows(analysis: ErrorAnalysis) -> list[dict]:
     """:meth:`ObjectRecords.to_rows` with each object's class name, TIDE type and missed reason."""
     gt_types = analysis.tide.gt_types
     reasons = {m.ann_id: m.reason for m in analysis.missed}
-    rows = []
-    for row in analysis.records.to_rows():
-        row = dict(row)
+    rows = analysis.records.to_rows()  # fresh dicts: filled in place, one copy of half a million rows is enough
+    for row in rows:
         row["class_name"] = analysis.class_names.get(row["category_id"], "")
         if row["kind"] == "detection":
             row["tide_type"] = analysis.tide.detection_types[row["index"]]
@@ -146,5 +146,4 @@ def object_rows(analysis: ErrorAnalysis) -> list[dict]:
         else:
             row["tide_type"] = gt_types.get(row["ann_id"], "")
             row["missed_reason"] = reasons.get(row["ann_id"], "")
-        rows.append(row)
     return rows

@@ -13,6 +13,7 @@ from detviz.viz.common import _array, class_color
 
 __all__ = ["draw_error_bars", "draw_confusion_matrix", "draw_pr_curves", "draw_missed_reasons"]
 
+MAX_ANNOTATED = 30  # a matrix of more classes shows colours only: its numbers would not fit
 ERROR_COLORS = {"Cls": "tab:red", "Loc": "tab:orange", "Both": "tab:olive", "Dupe": "tab:purple",
                 "Bkg": "tab:gray", "Miss": "tab:blue", "FalsePos": "0.35", "FalseNeg": "0.6"}
 
@@ -57,6 +58,8 @@ def draw_confusion_matrix(ax, matrix, labels: Sequence[str], normalize: bool = F
         labels: K names, in the matrix's order.
         normalize: divide each row by its sum (the fraction of a gt class predicted as each
             class); rows without gts stay empty.
+
+    Each non-zero cell shows its value, up to ``MAX_ANNOTATED`` classes.
     """
     counts = _array(matrix, "matrix", "[K, K] counts", ndim=2).astype(np.float64)
     if counts.shape[0] != counts.shape[1] or len(labels) != counts.shape[0]:
@@ -68,7 +71,7 @@ def draw_confusion_matrix(ax, matrix, labels: Sequence[str], normalize: bool = F
         shown = np.divide(counts, sums, out=np.full_like(counts, np.nan), where=sums > 0)
     ax.imshow(np.nan_to_num(shown), cmap="Blues", vmin=0)
     top = np.nanmax(shown) if np.isfinite(shown).any() else 0.0
-    for (i, j), value in np.ndenumerate(shown):
+    for (i, j), value in np.ndenumerate(shown if len(labels) <= MAX_ANNOTATED else np.zeros((0, 0))):
         if np.isnan(value) or value == 0:
             continue
         text = f"{value:.2f}" if normalize else f"{int(value)}"

@@ -30,6 +30,7 @@ __all__ = ["report_figures", "write_report", "REPORT_NAME"]
 REPORT_NAME = "report.html"
 CROPS_PER_REASON = 4
 WORST_IMAGES = 6
+MAX_MATRIX_INCHES = 14.0  # per panel: 80 classes stay legible without a 9000-pixel figure
 
 
 def _figure(width: float, height: float, ncols: int = 1) -> tuple[Figure, list]:
@@ -49,7 +50,7 @@ def report_figures(analysis: ErrorAnalysis, dataset=None) -> dict[str, Figure]:
     fig.tight_layout()
     figures["tide_errors"] = fig
     labels = list(analysis.confusion.labels)
-    size = max(5.0, 0.55 * len(labels) + 2)
+    size = min(max(5.0, 0.55 * len(labels) + 2), MAX_MATRIX_INCHES)
     fig, axes = _figure(2 * size, size, ncols=2)
     draw_confusion_matrix(axes[0], analysis.confusion.matrix, labels,
                           title=f"confusion matrix, score >= {analysis.score_thresh:g} (counts)")

@@ -32,6 +32,13 @@ def test_confusion_matrix_counts_and_rows_normalised():
     assert [t.get_text() for t in ax.get_xticklabels()] == ["cat", "dog", "background"]
 
 
+def test_a_large_confusion_matrix_shows_colours_only():
+    ax = new_axes()
+    labels = [f"class {k}" for k in range(40)] + ["background"]
+    viz.draw_confusion_matrix(ax, np.eye(41, dtype=int), labels)
+    assert len(ax.texts) == 0 and len(ax.get_xticklabels()) == 41
+
+
 def test_pr_curves_skip_classes_without_gts_and_add_the_mean():
     recall = np.linspace(0, 1, 101)
     ax = new_axes()
