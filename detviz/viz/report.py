@@ -211,10 +211,10 @@ def _table(header: list[str], rows: list[list]) -> str:
 
 def _html(analysis: ErrorAnalysis, pngs: dict, title: str, source: str) -> str:
     s = summary(analysis)
-    headline = _table(["mAP", "AP50", "AP75", "moLRP", "TP", "FP", "FN", "gts"],
+    headline = _table(["mAP", "AP50", "AP75", "moLRP", "TP @0.5", "FP @0.5", "FN @0.5", "gts"],
                       [[s["mAP"], s["AP50"], s["AP75"], s["oLRP"], s["counts"]["tp"], s["counts"]["fp"],
                         s["counts"]["fn"], s["counts"]["gts"]]])
-    per_class = _table(["class", "AP", "AP50 (TIDE)", "oLRP", "LRP-optimal score", "missed"],
+    per_class = _table(["class", "AP", "AP50 (TIDE, points)", "oLRP", "LRP-optimal score", "missed"],
                        [[name, c["AP"], c["AP50_tide"], c["oLRP"], c["oLRP_threshold"], c["missed"]]
                         for name, c in s["per_class"].items()])
     missed = _table(["reason", "gts"], [[k, v] for k, v in s["missed"].items()])
@@ -229,8 +229,8 @@ def _html(analysis: ErrorAnalysis, pngs: dict, title: str, source: str) -> str:
 <h1>{html.escape(title)}</h1>
 <p>{html.escape(source)}</p>
 <h2>Headline</h2>{headline}
-<p>COCO metrics, TIDE and LRP rank every detection; the confusion matrix and the missed gts use detections
-with score &gt;= {analysis.score_thresh:g}.</p>
+<p>COCO metrics, TIDE, LRP and the TP / FP / FN counts above take every detection (COCO's matching at
+IoU 0.5); the confusion matrix and the missed gts use detections with score &gt;= {analysis.score_thresh:g}.</p>
 <h2>TIDE error types</h2>{_img(pngs, "tide_errors", "TIDE dAP per error type")}
 <h2>Confusion matrix</h2>
 <p>One-to-one matching at IoU &gt;= 0.5 (each gt and each detection counted once); rows are the ground truth,
