@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from detviz.analysis.missed import MissedGT, PriorEvidence, count_reasons, why_missed
 from detviz.evaluation.coco import STAT_NAMES, evaluate_coco, precision_recall_curves
 from detviz.evaluation.confusion import DetectionConfusion, confusion_matrix, load_ground_truth
-from detviz.evaluation.lrp import LRPResult, optimal_lrp
+from detviz.evaluation.lrp import LRPResult, lrp_from_records
 from detviz.evaluation.matching import ObjectRecords, match_detections
 from detviz.evaluation.tide import TideResult, tide_errors
 
@@ -80,9 +80,10 @@ def analyze_results(coco_gt, results: list[dict], *, evidence: dict[int, PriorEv
     pr_curves = precision_recall_curves(metrics) if results else {}
     metrics.pop("cocoeval")  # its per-image tables are half the peak memory: drop them before the rest
     kept = [r for r in results if r["score"] >= score_thresh]
+    records = match_detections(coco, results)
     return ErrorAnalysis(
         metrics=metrics, pr_curves=pr_curves,
-        tide=tide, lrp=optimal_lrp(coco, results), records=match_detections(coco, results),
+        tide=tide, lrp=lrp_from_records(coco, results, records), records=records,
         confusion=_confusion_at(coco, kept, score_thresh),
         missed=why_missed(match_detections(coco, kept), evidence), score_thresh=float(score_thresh),
         class_names={cid: cat["name"] for cid, cat in sorted(coco.cats.items())}, with_model=evidence is not None)

@@ -40,14 +40,16 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 
 import numpy as np
 
-from detviz.evaluation.confusion import (ImageBoxes, category_order, check_unit_interval, crowd_overlap,
-                                         gather_images, load_ground_truth, pairwise_iou)
+from detviz.evaluation.confusion import (ImageBoxes, category_order, check_unit_interval, crowd_overlap, gather_images,
+                                         load_ground_truth, pairwise_iou)
+from detviz.evaluation.matching import coco_box_iou
 
-__all__ = ["ClassLRP", "LRPResult", "lrp_error", "match_image_class", "lrp_curve", "optimal_lrp"]
+__all__ = ["ClassLRP", "LRPResult", "lrp_error", "match_image_class", "lrp_curve", "optimal_lrp", "lrp_from_records"]
 
 IOU_THRESHOLD = 0.5  # tau, the paper's default
 MAX_DETECTIONS = 100  # per image and class, pycocotools' maxDets[-1]
@@ -253,3 +255,40 @@ def optimal_lrp(coco_gt, results: list, *, iou_threshold: float = IOU_THRESHOLD,
     return LRPResult(per_class=per_class, molrp=_nanmean([c.olrp for c in evaluated]),
                      molrp_loc=_nanmean([c.loc for c in evaluated]), molrp_fp=_nanmean([c.fp for c in evaluated]),
                      molrp_fn=_nanmean([c.fn for c in evaluated]), iou_threshold=tau, max_detections=max_detections)
+
+
+def lrp_from_records(coco_gt, results: list, records) -> LRPResult:
+    """:func:`optimal_lrp` at IoU 0.5 from COCO's matching already done
+    (:func:`detviz.evaluation.matching.match_detections` of the same ``results``), without matching again.
+
+    The two matchings are one rule (greedy by score, 100 detections per image and class, crowd
+    regions ignored); they can differ only where two gts tie exactly in IoU with one detection
+    (COCOeval takes the later gt, :func:`match_image_class` the first).
+    """
+    coco = load_ground_truth(coco_gt)
+    t = records.threshold_index(IOU_THRESHOLD)
+    category_ids, names = category_order(coco)
+    kept = [d for d in records.detections if d.evaluated and not d.ignored[t]]
+    tps = [d for d in kept if d.matched[t] is not None]
+    det_xywh = np.array([results[d.index]["bbox"] for d in tps], dtype=np.float64).reshape(-1, 4)
+    gt_xywh = np.array([coco.anns[d.matched[t]]["bbox"] for d in tps], dtype=np.float64).reshape(-1, 4)
+    tp_iou = dict(zip((d.index for d in tps), coco_box_iou(det_xywh, gt_xywh, False)))  # [T] pairs, not [T, T]
+    by_class, gts_of = defaultdict(list), Counter(g.category_id for g in records.gts if not g.ignored)
+    for d in kept:
+        by_class[d.category_id].append(d)
+    per_class = {}
+    for category_id, name in zip(category_ids, names):
+        mine = sorted(by_class[category_id], key=lambda d: -d.score)  # stable: ties keep the results order
+        scores = np.array([d.score for d in mine], dtype=np.float64)
+        ious = np.array([tp_iou.get(d.index, math.nan) for d in mine], dtype=np.float64)
+        num_gts = gts_of[category_id]
+        curve = lrp_curve(scores, ious, num_gts)
+        point = _optimum(curve, num_gts) if num_gts else {
+            "olrp": math.nan, "loc": math.nan, "fp": math.nan, "fn": math.nan, "threshold": math.nan,
+            "num_tp": 0, "num_fp": 0, "num_fn": 0}
+        per_class[name] = ClassLRP(name=name, category_id=category_id, num_gts=num_gts, curve=curve, **point)
+    evaluated = [c for c in per_class.values() if c.num_gts]
+    return LRPResult(per_class=per_class, molrp=_nanmean([c.olrp for c in evaluated]),
+                     molrp_loc=_nanmean([c.loc for c in evaluated]), molrp_fp=_nanmean([c.fp for c in evaluated]),
+                     molrp_fn=_nanmean([c.fn for c in evaluated]), iou_threshold=IOU_THRESHOLD,
+                     max_detections=records.max_dets)

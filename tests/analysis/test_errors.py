@@ -8,6 +8,7 @@ from pycocotools.coco import COCO
 from detviz.analysis.errors import analyze_results, object_rows, summary
 from detviz.analysis.missed import REASONS, PriorEvidence
 from detviz.evaluation import evaluate_coco
+from detviz.evaluation.lrp import optimal_lrp
 from detviz.evaluation.tide import tide_errors
 
 
@@ -47,6 +48,7 @@ def test_summary_agrees_with_each_analysis(gt):
     assert numbers["missed"]["confused"] == 1 and numbers["missed"]["no_detection"] == 1
     assert sum(numbers["missed"][r] for r in REASONS) == numbers["missed"]["total"]
     assert numbers["per_class"]["dog"]["missed"] == 2 and numbers["per_class"]["cat"]["missed"] == 0
+    assert numbers["oLRP"] == pytest.approx(optimal_lrp(gt, RESULTS).molrp)  # LRP from the shared matching
     assert 0 <= numbers["oLRP"] <= 1
     json.dumps(numbers, allow_nan=False)  # strict JSON
 

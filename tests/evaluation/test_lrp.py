@@ -326,3 +326,22 @@ def test_bad_inputs_are_named():
             optimal_lrp(coco, [], max_detections=bad)
     with pytest.raises(TypeError, match=r"coco_gt must be a pycocotools COCO or a path to a COCO json, got list"):
         optimal_lrp([], [])
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_lrp_from_coco_matching_records_equals_optimal_lrp(seed):
+    from detviz.evaluation.lrp import lrp_from_records
+    from detviz.evaluation.matching import match_detections
+
+    annotations, results = _random_case(np.random.default_rng(seed))
+    coco = _coco(annotations, num_images=3)
+    expected = optimal_lrp(coco, results)
+    got = lrp_from_records(coco, results, match_detections(coco, results))
+    assert got.molrp == pytest.approx(expected.molrp, abs=1e-12, nan_ok=True)
+    for name, want in expected.per_class.items():
+        have = got.per_class[name]
+        assert (have.num_gts, have.num_tp, have.num_fp, have.num_fn) == (want.num_gts, want.num_tp, want.num_fp,
+                                                                          want.num_fn)
+        for field in ("olrp", "loc", "fp", "fn", "threshold"):
+            assert getattr(have, field) == pytest.approx(getattr(want, field), abs=1e-12, nan_ok=True), field
+        assert_allclose(have.curve["lrp"], want.curve["lrp"], atol=1e-12)
