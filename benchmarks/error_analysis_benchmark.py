@@ -25,7 +25,8 @@ the whole set, timed by ``timing.timed``:
 * COCO: ``match_detections`` against pycocotools' ``loadRes`` + ``COCOeval.evaluate()`` (their
   true positives at every IoU threshold compared); ``evaluate_coco`` against ``loadRes`` +
   ``evaluate()`` + ``accumulate()`` + ``summarize()``.
-* ``confusion_matrix`` (one_to_one and many_to_one) and ``optimal_lrp``: no reference here.
+* ``confusion_matrix`` (one_to_one and many_to_one), ``optimal_lrp`` and ``lrp_from_records`` (the
+  LRP ``analyze_results`` reads off the matching above): no reference here.
 * What ``python -m detviz analyze --results R --data D`` does without images, in this process:
   ``analyze_results``, ``summary``, the two json files, ``object_rows`` and ``objects.csv``,
   ``write_report(analysis, out)``; then the command itself, end to end, in a subprocess on a
@@ -44,7 +45,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import csv
 import ctypes
 import gc
 import importlib.metadata
@@ -66,10 +66,11 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from detviz.analysis.errors import DEFAULT_SCORE_THRESH, analyze_results, object_rows, summary
+from detviz.analysis.errors import DEFAULT_SCORE_THRESH, analyze_results, object_rows, summary, write_object_rows
 from detviz.analysis.missed import why_missed
 from detviz.evaluation import (confusion_matrix, evaluate_coco, match_detections, optimal_lrp, precision_recall_curves,
                                tide_errors)
+from detviz.evaluation.lrp import lrp_from_records
 from detviz.evaluation.tide import BEYOND_MAX_DETS, MAIN_ERRORS, SPECIAL_ERRORS
 from detviz.viz.report import write_report
 from timing import timed  # benchmarks/timing.py, beside this script
@@ -257,17 +258,6 @@ def records_true_positives(records) -> list[int]:
     return [records.tp_fp_fn(t)["tp"] for t in records.iou_thresholds]
 
 
-# ---------------------------------------------------------------- the command's steps
-
-def write_rows(path, rows: list) -> None:
-    """objects.csv as ``python -m detviz analyze`` writes it (``detviz.__main__._write_rows``)."""
-    columns = list(dict.fromkeys(key for row in rows for key in row))
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns, restval="")
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 # ---------------------------------------------------------------- report
 
 def versions() -> str:
@@ -435,7 +425,7 @@ def warm_up(folder: Path, coco_dict: dict, results: list) -> None:
     analysis = analyze_results(small, small_results)
     why_missed(analysis.records)
     json.dumps(summary(analysis))
-    write_rows(folder / "warmup_objects.csv", object_rows(analysis))
+    write_object_rows(folder / "warmup_objects.csv", object_rows(analysis))
     (folder / "warmup_report").mkdir()
     write_report(analysis, folder / "warmup_report")
 
@@ -522,6 +512,9 @@ def run(args, folder: Path) -> None:
     lines.append(f"COCO matching agreement: true positives at the ten IoU thresholds "
                  f"{'equal' if ours_tp == reference_tp else 'DIFFER'} (at .50 detviz {ours_tp[0]}, COCOeval "
                  f"{reference_tp[0]}; at .95 {ours_tp[-1]}, {reference_tp[-1]})")
+    parts["lrp_from_records"], _ = table.time("confusion matrix, LRP (no reference here)",
+                                              "detviz: lrp_from_records (the matching above)",
+                                              lambda: lrp_from_records(coco, results, records))
     del records
     reference_steps = t_loadres + steps["evaluate"] + steps["accumulate"] + steps["summarize"]
     parts["evaluate_coco"], metrics = table.time(coco_ref, "detviz: evaluate_coco(coco, results)",
@@ -536,8 +529,7 @@ def run(args, folder: Path) -> None:
     for mode in ("one_to_one", "many_to_one"):
         table.time(other, f"detviz: confusion_matrix(mode={mode!r})",
                    lambda: confusion_matrix(coco, results, mode=mode))
-    parts["optimal_lrp"], _ = table.time(other, "detviz: optimal_lrp(coco, results)",
-                                         lambda: optimal_lrp(coco, results))
+    table.time(other, "detviz: optimal_lrp(coco, results)", lambda: optimal_lrp(coco, results))
 
     # ---- the analyze command without images
     command = "python -m detviz analyze --results R --data D (no images/)"
@@ -553,8 +545,8 @@ def run(args, folder: Path) -> None:
     t_json_out, _ = table.time(command, "summary.json + results.json (json.dumps)", json_files)
     t_rows, rows = table.time(command, "detviz: object_rows(analysis)", lambda: object_rows(analysis),
                               note=f"{len(analysis.records.detections)} + {len(analysis.records.gts)} rows")
-    t_csv, _ = table.time(command, "objects.csv (csv.DictWriter, as the command)",
-                          lambda: write_rows(out / "objects.csv", rows))
+    t_csv, _ = table.time(command, "objects.csv (write_object_rows, as the command)",
+                          lambda: write_object_rows(out / "objects.csv", rows))
     del rows
     t_report, _ = table.time(command, "detviz: write_report(analysis, out), dataset=None",
                              lambda: write_report(analysis, out))
@@ -582,8 +574,8 @@ def run(args, folder: Path) -> None:
     kept = []
     parts[f"select score >= {DEFAULT_SCORE_THRESH}"] = timed(
         lambda: kept.extend(r for r in results if r["score"] >= DEFAULT_SCORE_THRESH))
-    parts[f"confusion_matrix (one_to_one, score > {DEFAULT_SCORE_THRESH})"] = timed(
-        lambda: confusion_matrix(coco, results, score_threshold=DEFAULT_SCORE_THRESH))
+    parts[f"confusion_matrix (one_to_one, score >= {DEFAULT_SCORE_THRESH})"] = timed(
+        lambda: confusion_matrix(coco, kept, score_threshold=-1.0))  # as analyze_results: kept is already cut
     kept_records = []
     parts[f"match_detections (the {len(kept)} with score >= {DEFAULT_SCORE_THRESH})"] = timed(
         lambda: kept_records.append(match_detections(coco, kept)))
@@ -594,8 +586,8 @@ def run(args, folder: Path) -> None:
     for line in lines:
         print(line)
     total = sum(parts.values())
-    print(f"\nwhere the time goes in analyze_results: its parts, each called alone "
-          f"(the first four are the table's rows)")
+    print("\nwhere the time goes in analyze_results: its parts, each called alone "
+          "(the first four are the table's rows)")
     for name, seconds in sorted(parts.items(), key=lambda item: -item[1]):
         print(f"  {name:60s} {seconds:9.2f} s {100 * seconds / total:5.1f} %  {'#' * round(40 * seconds / total)}")
     print(f"  {'sum of the parts':60s} {total:9.2f} s  (analyze_results in one call: {t_analyze:.2f} s)")

@@ -182,7 +182,7 @@ def _run_analyze(args: argparse.Namespace) -> None:
     import tempfile
     from pathlib import Path
 
-    from detviz.analysis.errors import analyze_results, object_rows, summary
+    from detviz.analysis.errors import analyze_results, object_rows, summary, write_object_rows
     from detviz.viz.report import write_report
 
     data = Path(args.data)
@@ -203,7 +203,7 @@ def _run_analyze(args: argparse.Namespace) -> None:
         numbers = summary(analysis)
         (work / "summary.json").write_text(json.dumps(numbers, indent=1, allow_nan=False) + "\n")
         (work / "results.json").write_text(json.dumps(results) + "\n")
-        _write_rows(work / "objects.csv", object_rows(analysis))
+        write_object_rows(work / "objects.csv", object_rows(analysis))
         write_report(analysis, work, dataset=dataset if has_images else None, source=f"{source}; gt {data}")
         work.chmod(0o755)
         if out.is_dir():
@@ -307,16 +307,6 @@ def _checkpoint_results(args, dataset):
     if family.name in EVIDENCE_FAMILIES:
         evidence = prior_evidence(family.name, model, dataset, size, batch_size=args.batch_size)
     return results, evidence, f"checkpoint {args.checkpoint} ({family.name}, input {size})"
-
-
-def _write_rows(path, rows: list) -> None:
-    import csv
-
-    columns = list(dict.fromkeys(key for row in rows for key in row))
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns, restval="")
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,10 +15,13 @@ every gt, and the question "why was this one missed?" would have no subject.
 """
 from __future__ import annotations
 
+import csv
 import dataclasses
+import io
 import math
 from dataclasses import dataclass
 
+from detviz._io import write_atomic
 from detviz.analysis.missed import MissedGT, PriorEvidence, count_reasons, why_missed
 from detviz.evaluation.coco import STAT_NAMES, evaluate_coco, precision_recall_curves
 from detviz.evaluation.confusion import DetectionConfusion, confusion_matrix, load_ground_truth
@@ -26,7 +29,7 @@ from detviz.evaluation.lrp import LRPResult, lrp_from_records
 from detviz.evaluation.matching import ObjectRecords, match_detections
 from detviz.evaluation.tide import TideResult, tide_errors
 
-__all__ = ["DEFAULT_SCORE_THRESH", "ErrorAnalysis", "analyze_results", "summary", "object_rows"]
+__all__ = ["DEFAULT_SCORE_THRESH", "ErrorAnalysis", "analyze_results", "summary", "object_rows", "write_object_rows"]
 
 DEFAULT_SCORE_THRESH = 0.3
 
@@ -148,3 +151,14 @@ def object_rows(analysis: ErrorAnalysis) -> list[dict]:
             row["tide_type"] = gt_types.get(row["ann_id"], "")
             row["missed_reason"] = reasons.get(row["ann_id"], "")
     return rows
+
+
+def write_object_rows(path, rows: list[dict]) -> None:
+    """:func:`object_rows` as CSV (``objects.csv``), written atomically: every key of any row is a
+    column, in order of first appearance; a row without it leaves the cell empty."""
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=columns, restval="")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_atomic(path, text.getvalue())

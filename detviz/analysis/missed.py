@@ -114,7 +114,7 @@ def why_missed(records, evidence: dict[int, PriorEvidence] | None = None) -> lis
         One :class:`MissedGT` per missed gt, in the records' gt order. Crowd and ignored gts are
         never missed.
     """
-    at = _threshold_index(records, MATCH_IOU)
+    at = records.threshold_index(MATCH_IOU)
     missed = []
     for gt in records.gts:
         if gt.ignored or gt.matched[at] is not None:
@@ -135,13 +135,6 @@ def count_reasons(missed: Sequence[MissedGT]) -> dict[str, int]:
     """``{"total": n, reason: count, ...}`` for every reason in precedence order; counts add up to n."""
     counts = Counter(m.reason for m in missed)
     return {"total": len(missed), **{reason: counts.get(reason, 0) for reason in REASONS}}
-
-
-def _threshold_index(records, iou: float) -> int:
-    for i, threshold in enumerate(records.iou_thresholds):
-        if math.isclose(threshold, iou):
-            return i
-    raise ValueError(f"records must be matched at IoU {iou}, got thresholds {list(records.iou_thresholds)}")
 
 
 # ---------------------------------------------------------------------------- prior evidence

@@ -34,14 +34,14 @@ import io
 import json
 import math
 import os
-import tempfile
 from collections.abc import Hashable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 from pycocotools.coco import COCO
+
+from detviz._io import write_atomic
 
 __all__ = ["IOU_THRESHOLDS", "MAX_DETS", "DetectionRecord", "GtRecord", "ObjectRecords", "match_detections",
            "coco_box_iou"]
@@ -130,13 +130,13 @@ class ObjectRecords:
         writer = csv.DictWriter(text, fieldnames=list(columns), restval="", extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-        _write_atomically(path, text.getvalue())
+        write_atomic(path, text.getvalue())
 
     def write_json(self, path) -> None:
         """``{"iou_thresholds", "max_dets", "detections", "gts"}`` (records as dicts), strict JSON, atomically."""
         document = {"iou_thresholds": list(self.iou_thresholds), "max_dets": self.max_dets,
                     "detections": [d._asdict() for d in self.detections], "gts": [g._asdict() for g in self.gts]}
-        _write_atomically(path, json.dumps(document, allow_nan=False))
+        write_atomic(path, json.dumps(document, allow_nan=False))
 
 
 def _flat_row(kind: str, record, names: list[str]) -> dict:
@@ -148,23 +148,6 @@ def _flat_row(kind: str, record, names: list[str]) -> dict:
         else:
             row[field] = value
     return row
-
-
-def _write_atomically(path, text: str) -> None:
-    """Write ``text`` to a temporary file next to ``path``, then ``os.replace`` it onto ``path``:
-    readers see the old file or the whole new one, never half of one; a failure leaves no temporary."""
-    path = Path(path)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8", newline="") as file:  # newline="": text as given
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        os.chmod(temporary, 0o644)  # mkstemp makes it owner-only
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
 
 
 class _Gts(NamedTuple):

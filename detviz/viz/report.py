@@ -11,8 +11,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import os
-import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -20,6 +18,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from detviz._io import write_atomic
 from detviz.analysis.errors import ErrorAnalysis, summary
 from detviz.analysis.missed import REASONS
 from detviz.viz.draw import draw_boxes, show_image
@@ -160,18 +159,6 @@ def _png(fig: Figure) -> bytes:
     return buffer.getvalue()
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_report(analysis: ErrorAnalysis, out: str | Path, *, dataset=None, title: str = "detviz error analysis",
                  source: str = "") -> Path:
     """Write ``out/<figure>.png`` for every figure and ``out/report.html`` embedding them.
@@ -188,9 +175,9 @@ def write_report(analysis: ErrorAnalysis, out: str | Path, *, dataset=None, titl
     pngs = {}
     for name, fig in report_figures(analysis, dataset).items():
         pngs[name] = _png(fig)
-        _write_atomic(out / f"{name}.png", pngs[name])
+        write_atomic(out / f"{name}.png", pngs[name])
     page = _html(analysis, pngs, title, source)
-    _write_atomic(out / REPORT_NAME, page.encode("utf-8"))
+    write_atomic(out / REPORT_NAME, page.encode("utf-8"))
     return out / REPORT_NAME
 
 

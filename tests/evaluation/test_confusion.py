@@ -11,6 +11,7 @@ from pycocotools.coco import COCO
 from detviz.datasets.synthetic import make_dataset
 from detviz.evaluation.confusion import (BACKGROUND, DetectionConfusion, confusion_matrix, gather_images,
                                          load_ground_truth, one_to_one_pairs)
+from tests.evaluation.conftest import coco_in_memory
 
 # listed out of id order on purpose: classes follow ascending id, so cat = 0, dog = 1, background = 2
 CATEGORIES = [{"id": 7, "name": "dog"}, {"id": 3, "name": "cat"}]
@@ -19,17 +20,7 @@ CAT, DOG = 3, 7
 
 def _coco(annotations, num_images=1, categories=CATEGORIES):
     """A COCO ground truth built in memory; ``annotations`` are (image_id, category_id, [x, y, w, h], iscrowd)."""
-    dataset = {"images": [{"id": i, "file_name": f"{i}.png", "width": 200, "height": 200}
-                          for i in range(1, num_images + 1)],
-               "categories": categories,
-               "annotations": [{"id": k + 1, "image_id": image_id, "category_id": category_id, "bbox": bbox,
-                                "area": bbox[2] * bbox[3], "iscrowd": crowd}
-                               for k, (image_id, category_id, bbox, crowd) in enumerate(annotations)]}
-    coco = COCO()
-    coco.dataset = dataset
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco.createIndex()
-    return coco
+    return coco_in_memory(annotations, num_images, categories)
 
 
 def _det(category_id, bbox, score=0.9, image_id=1):

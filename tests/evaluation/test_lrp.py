@@ -7,11 +7,11 @@ import math
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
-from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from detviz.datasets.synthetic import make_dataset
 from detviz.evaluation.lrp import lrp_curve, lrp_error, match_image_class, optimal_lrp
+from tests.evaluation.conftest import coco_in_memory
 
 CATEGORIES = [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}, {"id": 3, "name": "bird"}]
 CAT, DOG, BIRD = 1, 2, 3
@@ -19,17 +19,7 @@ CAT, DOG, BIRD = 1, 2, 3
 
 def _coco(annotations, num_images=2, categories=CATEGORIES):
     """A COCO ground truth built in memory; ``annotations`` are (image_id, category_id, [x, y, w, h], iscrowd)."""
-    dataset = {"images": [{"id": i, "file_name": f"{i}.png", "width": 200, "height": 200}
-                          for i in range(1, num_images + 1)],
-               "categories": categories,
-               "annotations": [{"id": k + 1, "image_id": image_id, "category_id": category_id, "bbox": bbox,
-                                "area": bbox[2] * bbox[3], "iscrowd": crowd}
-                               for k, (image_id, category_id, bbox, crowd) in enumerate(annotations)]}
-    coco = COCO()
-    coco.dataset = dataset
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco.createIndex()
-    return coco
+    return coco_in_memory(annotations, num_images, categories)
 
 
 def _det(category_id, bbox, score, image_id=1):
