@@ -23,8 +23,9 @@ the whole set, timed by ``timing.timed``:
   ``tests/evaluation/test_tide.py`` runs it: its seaborn ``Plotter`` replaced by a stub (it would
   restyle matplotlib for the whole process) and ``TIDE_PATH`` in the temporary folder.
 * COCO: ``match_detections`` against pycocotools' ``loadRes`` + ``COCOeval.evaluate()`` (their
-  true positives at every IoU threshold compared); ``evaluate_coco`` against ``loadRes`` +
-  ``evaluate()`` + ``accumulate()`` + ``summarize()``.
+  true positives at every IoU threshold compared); ``coco_metrics`` (what ``analyze_results``
+  uses) against ``loadRes`` + ``evaluate()`` + ``accumulate()`` + ``summarize()`` (the twelve
+  stats and the whole precision array compared).
 * ``confusion_matrix`` (one_to_one and many_to_one), ``optimal_lrp`` and ``lrp_from_records`` (the
   LRP ``analyze_results`` reads off the matching above): no reference here.
 * What ``python -m detviz analyze --results R --data D`` does without images, in this process:
@@ -68,8 +69,8 @@ from pycocotools.cocoeval import COCOeval
 
 from detviz.analysis.errors import DEFAULT_SCORE_THRESH, analyze_results, object_rows, summary, write_object_rows
 from detviz.analysis.missed import why_missed
-from detviz.evaluation import (confusion_matrix, evaluate_coco, match_detections, optimal_lrp, precision_recall_curves,
-                               tide_errors)
+from detviz.evaluation import (STAT_NAMES, coco_metrics, confusion_matrix, match_detections, optimal_lrp,
+                               precision_recall_curves, tide_errors)
 from detviz.evaluation.lrp import lrp_from_records
 from detviz.evaluation.tide import BEYOND_MAX_DETS, MAIN_ERRORS, SPECIAL_ERRORS
 from detviz.viz.report import write_report
@@ -418,7 +419,7 @@ def warm_up(folder: Path, coco_dict: dict, results: list) -> None:
         cocoeval.evaluate(), cocoeval.accumulate(), cocoeval.summarize()
     tide_errors(small, small_results)
     match_detections(small, small_results)
-    precision_recall_curves(evaluate_coco(small, small_results))
+    precision_recall_curves(coco_metrics(small, small_results))
     for mode in ("one_to_one", "many_to_one"):
         confusion_matrix(small, small_results, mode=mode)
     optimal_lrp(small, small_results)
@@ -476,7 +477,8 @@ def run(args, folder: Path) -> None:
             with contextlib.redirect_stdout(io.StringIO()):
                 getattr(cocoeval, step)()
         steps[step], _ = table.time(coco_ref, f"pycocotools: COCOeval.{step}()", call)
-    reference_tp, reference_map = cocoeval_true_positives(cocoeval), float(cocoeval.stats[0])
+    reference_tp, reference_stats = cocoeval_true_positives(cocoeval), cocoeval.stats.tolist()
+    reference_precision = cocoeval.eval["precision"]
     del reference_results, dt, cocoeval
     release()
 
@@ -517,13 +519,16 @@ def run(args, folder: Path) -> None:
                                               lambda: lrp_from_records(coco, results, records))
     del records
     reference_steps = t_loadres + steps["evaluate"] + steps["accumulate"] + steps["summarize"]
-    parts["evaluate_coco"], metrics = table.time(coco_ref, "detviz: evaluate_coco(coco, results)",
-                                                 lambda: evaluate_coco(coco, results), reference_steps,
-                                                 note="ratio vs loadRes + the three steps")
+    parts["coco_metrics"], metrics = table.time(coco_ref, "detviz: coco_metrics(coco, results)",
+                                                lambda: coco_metrics(coco, results), reference_steps,
+                                                note="ratio vs loadRes + the three steps")
     parts["precision_recall_curves"] = timed(lambda: precision_recall_curves(metrics))
-    lines.append(f"COCO metrics: mAP {metrics['mAP']:.4f} (COCOeval directly: {reference_map:.4f}), "
-                 f"AP50 {metrics['AP50']:.4f}")
-    del metrics
+    stats_equal = [metrics[name] for name in STAT_NAMES] == reference_stats
+    precision_equal = np.array_equal(metrics["precision"], reference_precision)
+    lines.append(f"COCO metrics: mAP {metrics['mAP']:.4f}, AP50 {metrics['AP50']:.4f}; the twelve stats "
+                 f"{'equal' if stats_equal else 'DIFFER'} to COCOeval's, its precision array [T, R, K, A, M] "
+                 f"{'equal' if precision_equal else 'DIFFERS'} entry for entry")
+    del metrics, reference_precision
 
     other = "confusion matrix, LRP (no reference here)"
     for mode in ("one_to_one", "many_to_one"):

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 
 from detviz._io import write_atomic
 from detviz.analysis.missed import MissedGT, PriorEvidence, count_reasons, why_missed
-from detviz.evaluation.coco import STAT_NAMES, evaluate_coco, precision_recall_curves
+from detviz.evaluation.accumulate import coco_metrics
+from detviz.evaluation.coco import STAT_NAMES, precision_recall_curves
 from detviz.evaluation.confusion import DetectionConfusion, confusion_matrix, load_ground_truth
 from detviz.evaluation.lrp import LRPResult, lrp_from_records
 from detviz.evaluation.matching import ObjectRecords, match_detections
@@ -39,7 +40,8 @@ class ErrorAnalysis:
     """What :func:`analyze_results` found.
 
     Attributes:
-        metrics: :func:`~detviz.evaluation.evaluate_coco`'s dict (mAP, AP50, ..., per_class).
+        metrics: :func:`~detviz.evaluation.accumulate.coco_metrics`' dict (mAP, AP50, ..., per_class),
+            equal to pycocotools' COCOeval.
         pr_curves: class name -> (recall [101], precision [101]) at IoU 0.5.
         tide: TIDE's dAP per error type, and each detection's and gt's type.
         lrp: oLRP per class with its components and the LRP-optimal score threshold.
@@ -79,9 +81,8 @@ def analyze_results(coco_gt, results: list[dict], *, evidence: dict[int, PriorEv
         raise ValueError(f"score_thresh must be a number in [0, 1), got {score_thresh!r}")
     coco = load_ground_truth(coco_gt)
     tide = tide_errors(coco, results)  # validates every entry, naming the bad one
-    metrics = evaluate_coco(coco, results)
+    metrics = coco_metrics(coco, results)  # pycocotools' numbers, without its per-image dicts
     pr_curves = precision_recall_curves(metrics) if results else {}
-    metrics.pop("cocoeval")  # its per-image tables are half the peak memory: drop them before the rest
     kept = [r for r in results if r["score"] >= score_thresh]
     records = match_detections(coco, results)
     return ErrorAnalysis(

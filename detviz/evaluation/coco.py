@@ -27,7 +27,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
+from pycocotools.cocoeval import COCOeval, Params
 
 __all__ = ["STAT_NAMES", "to_coco_results", "evaluate_coco", "precision_recall_curves", "prediction_from_coco_results"]
 
@@ -38,6 +38,7 @@ IOU_TYPES = ("bbox", "segm")
 NO_GROUND_TRUTH = -1  # pycocotools' value in precision/stats where there is nothing to find
 AREA_ALL = 0  # index of area range "all" in COCOeval.params.areaRng
 BOX_DECIMALS = 2  # 0.01 px: far below what moves an IoU, and keeps results json short
+COCOEVAL_PARAMS = Params("bbox")  # the default thresholds: iouThrs [T], recThrs [R]
 EMPTY_NOTE = ("No detections: every metric is 0. (pycocotools' loadRes cannot load an empty "
               "results list, so COCOeval.summarize was not run.)")
 
@@ -191,7 +192,8 @@ def precision_recall_curves(cocoeval_or_result, iou: float = 0.5) -> dict[str, t
     """Per-class precision-recall curves at one IoU threshold, area "all", 100 detections.
 
     Args:
-        cocoeval_or_result: an accumulated ``COCOeval`` or the dict ``evaluate_coco`` returned.
+        cocoeval_or_result: an accumulated ``COCOeval``, the dict ``evaluate_coco`` returned, or the
+            dict :func:`detviz.evaluation.accumulate.coco_metrics` returned.
         iou: one of ``params.iouThrs`` (0.50, 0.55, ..., 0.95).
 
     Returns:
@@ -200,21 +202,25 @@ def precision_recall_curves(cocoeval_or_result, iou: float = 0.5) -> dict[str, t
         non-increasing) precision there, 0 beyond the highest recall reached, and NaN for a
         category without ground truth. Keys follow category id order.
     """
-    cocoeval = cocoeval_or_result.get("cocoeval") if isinstance(cocoeval_or_result, dict) else cocoeval_or_result
-    if not isinstance(cocoeval, COCOeval) or not cocoeval.eval:
-        raise ValueError("need an accumulated COCOeval, or the dict evaluate_coco returned")
-    iou_thresholds = cocoeval.params.iouThrs
+    if isinstance(cocoeval_or_result, dict) and "precision" in cocoeval_or_result:  # coco_metrics' dict
+        precision, names = cocoeval_or_result["precision"], cocoeval_or_result["category_names"]
+        iou_thresholds, recall = COCOEVAL_PARAMS.iouThrs, COCOEVAL_PARAMS.recThrs
+    else:
+        cocoeval = cocoeval_or_result.get("cocoeval") if isinstance(cocoeval_or_result, dict) else cocoeval_or_result
+        if not isinstance(cocoeval, COCOeval) or not cocoeval.eval:
+            raise ValueError("need an accumulated COCOeval, or the dict evaluate_coco or coco_metrics returned")
+        precision, iou_thresholds, recall = cocoeval.eval["precision"], cocoeval.params.iouThrs, cocoeval.params.recThrs
+        names = [cocoeval.cocoGt.cats[category_id]["name"] for category_id in cocoeval.params.catIds]
     matches = np.nonzero(np.isclose(iou_thresholds, iou))[0]
     if matches.size == 0:
         raise ValueError(f"iou must be one of the evaluated thresholds {np.round(iou_thresholds, 2).tolist()}, got {iou}")
-    precision = cocoeval.eval["precision"][matches[0], :, :, AREA_ALL, -1]  # [T, R, K, A, M] -> [R, K]
-    recall = np.asarray(cocoeval.params.recThrs, dtype=np.float64)  # [R]
-    cats = cocoeval.cocoGt.cats
+    precision = precision[matches[0], :, :, AREA_ALL, -1]  # [T, R, K, A, M] -> [R, K]
+    recall = np.asarray(recall, dtype=np.float64)  # [R]
     curves = {}
-    for k, category_id in enumerate(cocoeval.params.catIds):
+    for k, name in enumerate(names):
         values = precision[:, k].astype(np.float64)  # [R]
         values[values <= NO_GROUND_TRUTH] = math.nan
-        curves[cats[category_id]["name"]] = (recall.copy(), values)
+        curves[name] = (recall.copy(), values)
     return curves
 
 

@@ -27,34 +27,24 @@ M gts, T thresholds. Records hold absolute-pixel ``xyxy`` boxes; the COCO inputs
 """
 from __future__ import annotations
 
-import contextlib
 import csv
 import gc
 import io
 import json
 import math
-import os
-from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
-from pycocotools.coco import COCO
 
 from detviz._io import write_atomic
+from detviz.evaluation.cocotable import AREA_ALL, UNMATCHED, CocoTable, DetArrays, GtArrays, read_coco_table
 
-__all__ = ["IOU_THRESHOLDS", "MAX_DETS", "DetectionRecord", "GtRecord", "ObjectRecords", "match_detections",
-           "coco_box_iou"]
+__all__ = ["IOU_THRESHOLDS", "MAX_DETS", "DetectionRecord", "GtRecord", "ObjectRecords", "coco_box_iou", "match_detections"]
 
 IOU_THRESHOLDS = tuple(np.linspace(0.5, 0.95, 10).tolist())  # COCOeval's Params().iouThrs, bit for bit
-AREA_ALL = (0.0, 1e10)  # COCOeval's area range "all": [0 ** 2, 1e5 ** 2]
 MAX_DETS = 100  # COCOeval's largest maxDets
-UNMATCHED = -1  # internal index of "no partner"; None in the records
 PAIRS_PER_BLOCK = 4096  # image-categories matched at once: about 4096 * G * 60 bytes
-RESULT_KEYS = ("image_id", "category_id", "bbox", "score")
-GT_KEYS = ("image_id", "category_id", "bbox")  # and "id", which COCO() itself requires
-NUMBER_TYPES = (int, float, np.integer, np.floating)  # what a score or bbox value may be (not bool)
-NUMERIC_KINDS = "iuf"  # numpy dtype kinds of int, unsigned and float arrays: not bool, str or object
 BOX_COLUMNS = ("x1", "y1", "x2", "y2")
 
 
@@ -150,79 +140,6 @@ def _flat_row(kind: str, record, names: list[str]) -> dict:
     return row
 
 
-class _Gts(NamedTuple):
-    ann_ids: list  # [M]
-    image: np.ndarray  # [M] int64 index into the image ids
-    category: np.ndarray  # [M] int64 index into the category ids
-    xywh: np.ndarray  # [M, 4] float64
-    area: np.ndarray  # [M] float64
-    crowd: np.ndarray  # [M] bool
-    ignored: np.ndarray  # [M] bool
-
-
-class _Dets(NamedTuple):
-    image: np.ndarray  # [N] int64
-    category: np.ndarray  # [N] int64
-    xywh: np.ndarray  # [N, 4] float64
-    score: np.ndarray  # [N] float64
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, NUMBER_TYPES) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _check_entry(entry, where: str, keys: tuple, image_index: dict, category_index: dict) -> None:
-    """Raise ValueError naming the entry (``where``) and what was expected, if it is bad."""
-    if not isinstance(entry, dict) or not set(keys) <= entry.keys():
-        got = sorted(entry) if isinstance(entry, dict) else type(entry).__name__
-        raise ValueError(f"{where} must be a dict with keys {list(keys)} (bbox = [x, y, w, h]), got {got}")
-    for key, known, what in (("image_id", image_index, "an image"), ("category_id", category_index, "a category")):
-        if not isinstance(entry[key], Hashable) or entry[key] not in known:
-            raise ValueError(f"{where}: {key} {entry[key]!r} is not {what} of the ground truth (ids such as "
-                             f"{list(known)[:5]})")
-    if "score" in keys and not _is_number(entry["score"]):
-        raise ValueError(f"{where}: score must be a finite number, got {entry['score']!r}")
-    bbox = entry["bbox"]
-    if not isinstance(bbox, (list, tuple, np.ndarray)) or len(bbox) != 4 or not all(map(_is_number, bbox)):
-        raise ValueError(f"{where}: bbox must be 4 finite numbers [x, y, w, h], got {bbox!r}")
-    if bbox[2] < 0 or bbox[3] < 0:
-        raise ValueError(f"{where}: bbox must be [x, y, w, h] with w >= 0 and h >= 0 (COCO xywh, not xyxy), "
-                         f"got {bbox!r}")
-
-
-def _read_entries(entries, name: str, keys: tuple, image_index: dict, category_index: dict) -> tuple:
-    """Results or annotations -> (image [E] int64, category [E] int64, xywh [E, 4], score [E] float64)
-    in one vectorised pass (score 0 for annotations); if anything is off, name the first bad entry."""
-    num = len(entries)
-    try:
-        image = np.array([image_index.get(e["image_id"], UNMATCHED) for e in entries], dtype=np.int64)
-        category = np.array([category_index.get(e["category_id"], UNMATCHED) for e in entries], dtype=np.int64)
-        xywh = np.array([e["bbox"] for e in entries]).reshape(num, 4)
-        score = np.array([e["score"] for e in entries]).reshape(num) if "score" in keys else np.zeros(num)
-        readable = (score.dtype.kind in NUMERIC_KINDS and xywh.dtype.kind in NUMERIC_KINDS and (image >= 0).all()
-                    and (category >= 0).all() and np.isfinite(score).all() and np.isfinite(xywh).all()
-                    and (xywh[:, 2:] >= 0).all())
-    except (TypeError, KeyError, ValueError):  # not a dict, a missing key, an unhashable id, a ragged bbox
-        readable = False
-    if not readable:
-        for index, entry in enumerate(entries):
-            _check_entry(entry, f"{name}[{index}]", keys, image_index, category_index)
-        raise ValueError(f"{name}: a score or bbox is not readable as float64 (an integer beyond 64 bits?)")
-    return image, category, xywh.astype(np.float64), score.astype(np.float64)
-
-
-def _gt_table(coco: COCO, image_index: dict, category_index: dict) -> _Gts:
-    """The annotations as arrays, in annotation order (COCOeval's order too)."""
-    anns = coco.dataset.get("annotations", [])
-    image, category, xywh, _ = _read_entries(anns, "annotations", GT_KEYS, image_index, category_index)
-    ann_ids = [ann["id"] for ann in anns]
-    if len(set(ann_ids)) != len(ann_ids):
-        raise ValueError("annotation ids must be unique: matches are reported by id")
-    area = np.array([ann.get("area", ann["bbox"][2] * ann["bbox"][3]) for ann in anns], dtype=np.float64)
-    crowd = np.array([bool(ann.get("iscrowd", 0)) for ann in anns], dtype=bool)
-    return _Gts(ann_ids, image, category, xywh, area, crowd, crowd | (area < AREA_ALL[0]) | (area > AREA_ALL[1]))
-
-
 def coco_box_iou(dets_xywh: np.ndarray, gts_xywh: np.ndarray, gt_crowd) -> np.ndarray:
     """IoU exactly as pycocotools' ``bbIou`` (``maskApi.c``) computes it, so thresholds and ties agree.
 
@@ -268,7 +185,7 @@ def _best_candidate(candidates: np.ndarray, iou: np.ndarray, regular: np.ndarray
     return slot, pool.any(axis=-1)
 
 
-def _match_block(det_slots: np.ndarray, gt_slots: np.ndarray, dets: _Dets, gts: _Gts,
+def _match_block(det_slots: np.ndarray, gt_slots: np.ndarray, dets: DetArrays, gts: GtArrays,
                  thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Greedy matching of P image-categories at once, one detection rank per step. det_slots [P, D]:
     detection indices by descending score; gt_slots [P, G]: gt indices, ignored ones last; both
@@ -295,7 +212,7 @@ def _match_block(det_slots: np.ndarray, gt_slots: np.ndarray, dets: _Dets, gts: 
     return det_to_gt, gt_to_det
 
 
-def _greedy_match(dets: _Dets, gts: _Gts, det_key: np.ndarray, gt_key: np.ndarray, by_score: np.ndarray,
+def _greedy_match(dets: DetArrays, gts: GtArrays, det_key: np.ndarray, gt_key: np.ndarray, by_score: np.ndarray,
                   evaluated: np.ndarray, thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """COCO's matching of every image-category (``det_key [N]``, ``gt_key [M]``) among the ``evaluated``
     detections; ``by_score [N]`` orders them by key, then by descending score (stable).
@@ -326,7 +243,7 @@ class _Overlaps(NamedTuple):
     gt_other_det: np.ndarray  # [M] that detection, UNMATCHED without overlap
 
 
-def _overlaps_per_image(dets: _Dets, gts: _Gts, num_images: int) -> _Overlaps:
+def _overlaps_per_image(dets: DetArrays, gts: GtArrays, num_images: int) -> _Overlaps:
     """Plain IoU (no crowd rule) of every detection with every gt of its image, all ranks."""
     n, m = len(dets.score), len(gts.ann_ids)
     out = _Overlaps(np.zeros(n), np.full(n, UNMATCHED), np.zeros(n), np.zeros(m), np.zeros(m), np.full(m, UNMATCHED))
@@ -360,7 +277,7 @@ def _xyxy(xywh: np.ndarray) -> list[tuple]:
     return list(map(tuple, np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1).tolist()))
 
 
-def _records(dets: _Dets, gts: _Gts, ids: tuple[list, list], rank: np.ndarray, evaluated: np.ndarray,
+def _records(dets: DetArrays, gts: GtArrays, ids: tuple[list, list], rank: np.ndarray, evaluated: np.ndarray,
              det_match: np.ndarray, gt_match: np.ndarray, overlaps: _Overlaps) -> tuple[list, list]:
     """Array columns -> (one DetectionRecord per results entry, one GtRecord per annotation).
     det_match [N, T]: gt indices; gt_match [M, T]: detection indices."""
@@ -385,6 +302,14 @@ def _records(dets: _Dets, gts: _Gts, ids: tuple[list, list], rank: np.ndarray, e
     return detections, gt_records
 
 
+def match_table(table: CocoTable, gts: GtArrays | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """COCO's matching of a table's evaluated detections at the ten thresholds: ``(det_match [N, T]`` gt
+    indices, ``gt_match [M, T]`` detection indices``)``, UNMATCHED where none. ``gts`` replaces the
+    table's gts (the same annotations with another area range's ignore flags, as ``coco_metrics`` does)."""
+    return _greedy_match(table.dets, table.gts if gts is None else gts, table.det_key, table.gt_key,
+                         table.by_score, table.evaluated, np.array(IOU_THRESHOLDS))
+
+
 def match_detections(coco_gt, results, *, max_dets: int = MAX_DETS) -> ObjectRecords:
     """Match a COCO results list to its ground truth as ``COCOeval.evaluate`` does, object by object.
 
@@ -400,31 +325,14 @@ def match_detections(coco_gt, results, *, max_dets: int = MAX_DETS) -> ObjectRec
             not 4 finite numbers or of negative width or height; a malformed annotation; bad ``max_dets``.
         TypeError: ``coco_gt`` or ``results`` of the wrong type.
     """
-    if not isinstance(max_dets, int) or isinstance(max_dets, bool) or max_dets < 1:
-        raise ValueError(f"max_dets must be a positive int, got {max_dets!r}")
-    if isinstance(coco_gt, (str, os.PathLike)):
-        with contextlib.redirect_stdout(io.StringIO()):  # COCO() prints progress
-            coco_gt = COCO(str(coco_gt))
-    if not isinstance(coco_gt, COCO):
-        raise TypeError(f"coco_gt must be a pycocotools COCO or the path of a COCO json, got {type(coco_gt).__name__}")
-    ids = (list(coco_gt.imgs), list(coco_gt.cats))  # image ids, category ids
-    image_index, category_index = ({value: i for i, value in enumerate(values)} for values in ids)
-    if not isinstance(results, (list, tuple)):
-        raise TypeError(f"results must be a list of COCO result dicts, got {type(results).__name__}")
-    gts = _gt_table(coco_gt, image_index, category_index)
-    dets = _Dets(*_read_entries(results, "results", RESULT_KEYS, image_index, category_index))
-    det_key = dets.image * len(ids[1]) + dets.category  # [N] one key per image-category
-    gt_key = gts.image * len(ids[1]) + gts.category  # [M]
-    by_score = np.lexsort((-dets.score, det_key))  # [N] by image-category, then score descending (stable)
-    rank = np.empty(len(by_score), dtype=np.int64)
-    rank[by_score] = np.arange(len(by_score)) - np.searchsorted(det_key[by_score], det_key[by_score])  # - first
-    evaluated = rank < max_dets
-    det_match, gt_match = _greedy_match(dets, gts, det_key, gt_key, by_score, evaluated, np.array(IOU_THRESHOLDS))
-    overlaps = _overlaps_per_image(dets, gts, len(ids[0]))
+    table = read_coco_table(coco_gt, results, max_dets)
+    det_match, gt_match = match_table(table)
+    overlaps = _overlaps_per_image(table.dets, table.gts, len(table.ids[0]))
     collecting = gc.isenabled()
     gc.disable()  # records hold no cycles; 500k new tuples would set off full collections that cost seconds
     try:
-        detections, gt_records = _records(dets, gts, ids, rank, evaluated, det_match, gt_match, overlaps)
+        detections, gt_records = _records(table.dets, table.gts, table.ids, table.rank, table.evaluated,
+                                          det_match, gt_match, overlaps)
         return ObjectRecords(detections, gt_records, IOU_THRESHOLDS, max_dets)
     finally:
         if collecting:

@@ -11,6 +11,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval, Params
 
+import detviz._io
 from detviz.evaluation import matching
 from detviz.evaluation.matching import IOU_THRESHOLDS, ObjectRecords, coco_box_iou, match_detections
 
@@ -415,7 +416,7 @@ def test_a_failing_write_keeps_the_old_file(records, tmp_path, monkeypatch, writ
 
     def disk_full(*args):
         raise OSError(28, "No space left on device")
-    monkeypatch.setattr(matching.os, "fsync", disk_full)  # fails after the text is in the temporary file
+    monkeypatch.setattr(detviz._io.os, "fsync", disk_full)  # fails after the text is in the temporary file
     with pytest.raises(OSError, match="No space left"):
         getattr(records, write)(path)
     assert path.read_text() == "old contents"
