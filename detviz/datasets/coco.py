@@ -28,7 +28,7 @@ from pycocotools.coco import COCO
 from torch import Tensor
 from torch.utils.data import Dataset
 
-__all__ = ["CocoDetection", "collate_fn", "open_dataset"]
+__all__ = ["CocoDetection", "collate_fn", "open_dataset", "read_image"]
 
 
 class CocoDetection(Dataset):
@@ -71,13 +71,7 @@ class CocoDetection(Dataset):
         return self._load_image(info["file_name"]), self._target(image_id)
 
     def _load_image(self, file_name: str) -> Tensor:
-        path = self.image_dir / file_name
-        try:
-            with Image.open(path) as image:
-                array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0  # [H, W, 3]
-        except (FileNotFoundError, UnidentifiedImageError, OSError) as err:
-            raise OSError(f"cannot read image {path}: {err}") from err
-        return torch.from_numpy(array).permute(2, 0, 1).contiguous()  # [H, W, 3] -> [3, H, W]
+        return read_image(self.image_dir / file_name)
 
     def _annotations(self, image_id: int) -> list[dict]:
         return self.coco.loadAnns(self.coco.getAnnIds(imgIds=[image_id]))
@@ -108,6 +102,16 @@ class CocoDetection(Dataset):
         if bad:
             warnings.warn(f"dropped {len(bad)} boxes without positive width and height, in image ids "
                           f"{sorted(set(bad))}", stacklevel=3)
+
+
+def read_image(path: Path) -> Tensor:
+    """The image file at ``path`` as RGB ``Tensor[3, H, W]`` float32 in [0, 1]; OSError naming the file."""
+    try:
+        with Image.open(path) as image:
+            array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0  # [H, W, 3]
+    except (FileNotFoundError, UnidentifiedImageError, OSError) as err:
+        raise OSError(f"cannot read image {path}: {err}") from err
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous()  # [H, W, 3] -> [3, H, W]
 
 
 def collate_fn(batch: list[tuple[Tensor, dict]]) -> tuple[list[Tensor], list[dict]]:

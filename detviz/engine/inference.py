@@ -18,9 +18,11 @@ from detviz.datasets.augment import NanoDetWarp, warp_boxes
 from detviz.datasets.coco import CocoDetection, open_dataset
 from detviz.engine.checkpoints import build_model_from_checkpoint, load_checkpoint
 from detviz.engine.families import Family, get_family
+from detviz.engine.processes import training_device
 from detviz.evaluation import evaluate_coco, to_coco_results
 
-__all__ = ["predict_dataset", "evaluate_model", "evaluate_checkpoint", "finite_metrics", "dumps_metrics"]
+__all__ = ["predict_dataset", "evaluate_model", "evaluate_checkpoint", "load_model", "class_names_of",
+           "finite_metrics", "dumps_metrics"]
 
 
 def finite_metrics(metrics: dict) -> dict:
@@ -44,7 +46,8 @@ def predict_dataset(family: Family, module: nn.Module, dataset: CocoDetection, i
 
     Each image is resized (aspect ratio kept, padded) to ``input_size`` square, predicted by
     ``family.predict`` (the module must be in eval mode) and its boxes mapped back through
-    the inverse warp matrix.
+    the inverse warp matrix. ``dataset`` yields ``(image Tensor[3, H, W] in [0, 1], anything)``:
+    a :class:`~detviz.datasets.CocoDetection` or an :class:`~detviz.datasets.ImageFolder`.
     """
     device = next(module.parameters()).device
     resize = NanoDetWarp((input_size, input_size), scale=(1.0, 1.0), translate=0.0, flip=0.0)
@@ -75,23 +78,49 @@ def evaluate_model(family: Family, module: nn.Module, dataset: CocoDetection, in
     return evaluate_coco(dataset.coco, _coco_results(family, module, dataset, input_size, batch_size))
 
 
-def evaluate_checkpoint(checkpoint_path: str | Path, data: str | Path, *, batch_size: int = 8,
-                        device: str = "cpu", family: Family | None = None) -> tuple[dict, Path]:
-    """COCO metrics of a checkpoint (``checkpoint.pt`` or ``model.pt``) on ``data``.
+def class_names_of(checkpoint: dict) -> dict[int, str]:
+    """label -> class name as the checkpoint's training data named them ("category <id>" for a
+    checkpoint written before names were stored)."""
+    names = checkpoint.get("class_names") or {}
+    return {int(label): names.get(int(label), f"category {category_id}")
+            for label, category_id in checkpoint["label_to_category_id"].items()}
 
-    ``family`` rebuilds the model (None: the built-in family named in the checkpoint).
-    The EMA weights are used when the checkpoint has them. Predictions are made at the
-    run's input size and mapped back to each image's original pixels; the COCO results list
-    is written next to the checkpoint as ``<checkpoint stem>.results.json``.
+
+def load_model(checkpoint_path: str | Path, *, dataset: CocoDetection | None = None, device: str = "cpu",
+               family: Family | None = None) -> tuple[Family, nn.Module, dict]:
+    """The model of a checkpoint (``checkpoint.pt`` or ``model.pt``), in eval mode on ``device``.
+
+    ``family`` rebuilds the model (None: the built-in family named in the checkpoint); the EMA
+    weights are used when the checkpoint has them. With ``dataset``, a dataset whose categories
+    differ from the training data's (label -> category id) is refused: scoring it would pair the
+    model's classes with the wrong categories.
 
     Returns:
-        (``evaluate_coco``'s dict, path of the results json).
+        ``(family, module, checkpoint dict)``.
     """
-    dataset = open_dataset(data)
-    checkpoint = load_checkpoint(checkpoint_path, num_classes=len(dataset.label_to_category_id))
+    num_classes = None if dataset is None else len(dataset.label_to_category_id)
+    checkpoint = load_checkpoint(checkpoint_path, num_classes=num_classes)
+    stored = {int(k): v for k, v in checkpoint["label_to_category_id"].items()}
+    if dataset is not None and stored != dataset.label_to_category_id:
+        raise ValueError(f"{checkpoint_path} was trained on the categories {stored} (label: category id), the "
+                         f"data has {dataset.label_to_category_id}")
     family = family if family is not None else get_family(checkpoint["model_family"])
-    module = build_model_from_checkpoint(checkpoint, family=family).to(device).eval()
+    module = build_model_from_checkpoint(checkpoint, family=family).to(training_device(device)).eval()
+    return family, module, checkpoint
+
+
+def evaluate_checkpoint(checkpoint_path: str | Path, data: str | Path | CocoDetection, *, batch_size: int = 8,
+                        device: str = "cpu", family: Family | None = None) -> tuple[dict, list[dict]]:
+    """COCO metrics of a checkpoint (``checkpoint.pt`` or ``model.pt``) on ``data``; writes nothing.
+
+    ``data`` is a COCO folder (``images/`` + ``annotations.json``) or its dataset. The model is
+    loaded by :func:`load_model` (which refuses data of other categories); predictions are made
+    at the run's input size and mapped back to each image's original pixels.
+
+    Returns:
+        (``evaluate_coco``'s dict, the COCO results list it scored).
+    """
+    dataset = data if isinstance(data, CocoDetection) else open_dataset(data)
+    family, module, checkpoint = load_model(checkpoint_path, dataset=dataset, device=device, family=family)
     results = _coco_results(family, module, dataset, checkpoint["train_config"]["input_size"], batch_size)
-    results_path = Path(checkpoint_path).with_suffix(".results.json")
-    results_path.write_text(json.dumps(results) + "\n")
-    return evaluate_coco(dataset.coco, results), results_path
+    return evaluate_coco(dataset.coco, results), results

@@ -6,6 +6,8 @@ import csv
 import json
 from pathlib import Path
 
+from detviz._io import write_atomic
+
 __all__ = ["LOG_NAME", "METRICS_NAME", "StepLog", "metrics_history", "write_metrics"]
 
 LOG_NAME, METRICS_NAME = "log.csv", "metrics.json"
@@ -42,4 +44,5 @@ def metrics_history(path: Path, resumed_step: int) -> list[dict]:
 
 
 def write_metrics(path: Path, metrics: list[dict]) -> None:
-    path.write_text(json.dumps(metrics, indent=1, allow_nan=False) + "\n")
+    """``metrics.json``, atomically: a crash or a full disk leaves the previous file whole."""
+    write_atomic(path, json.dumps(metrics, indent=1, allow_nan=False) + "\n")

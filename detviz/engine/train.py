@@ -8,7 +8,9 @@
 1. the step's images (:mod:`detviz.engine.batches`: fixed by the seed and the step number),
    each warped to ``input_size`` x ``input_size`` by :class:`detviz.datasets.augment.NanoDetWarp`
    (random scale, flip and shift; boxes follow), built by ``workers`` DataLoader processes;
-2. the family's losses, summed; a NaN or Inf stops the run with the step and the losses;
+2. the family's losses, summed; a NaN or Inf (in a term, or in boxes inside the loss) stops the run
+   with ``OUT/nonfinite.txt`` (:mod:`detviz.engine.nonfinite`: the step, the terms, the first
+   non-finite tensor by its trace name, the batch), keeping the last checkpoint as it was;
 3. backward, gradient-norm clipping at 35 (NanoDet's), an SGD or AdamW step at the rate of
    :func:`detviz.engine.optim.learning_rate` (warm-up, then cosine), and the EMA update;
 4. a row of ``OUT/log.csv`` (step, rate, losses); every ``eval_every`` steps (and at the end)
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -46,6 +49,7 @@ from detviz.engine.config import DEFAULT_LR, TrainConfig, check_config, check_re
 from detviz.engine.families import Family, get_family
 from detviz.engine.inference import dumps_metrics, evaluate_checkpoint, evaluate_model, finite_metrics, predict_dataset
 from detviz.engine.logs import LOG_NAME, METRICS_NAME, StepLog, metrics_history, write_metrics
+from detviz.engine.nonfinite import NONFINITE_NAME, NonFiniteError, diagnose, is_nonfinite_error, write_report
 from detviz.engine.optim import ModelEMA, learning_rate
 from detviz.engine.processes import Processes, training_device
 
@@ -100,6 +104,9 @@ class _Run:
     metrics: list = field(default_factory=list)
     losses: list = field(default_factory=list)  # one dict per step run now
     images: int = 0  # images trained on now, all processes
+    observers: tuple = ()  # told what happens (train's ``observers``), on the main process
+    batch_ids: list = field(default_factory=list)  # image ids of this process's current batch
+    saved_step: int | None = None  # step of the last checkpoint.pt this run wrote
 
     @property
     def num_classes(self) -> int:
@@ -111,13 +118,20 @@ class _Run:
         return self.ema.module if self.ema else self.module
 
 
-def train(config: TrainConfig, family: Family | None = None) -> dict:
+def train(config: TrainConfig, family: Family | None = None, observers: Sequence = ()) -> dict:
     """Train ``config.model`` for ``config.steps`` steps in total (a resumed run continues its count).
 
     Args:
         config: the run's settings.
         family: the model family to train; None takes the built-in one named ``config.model``.
             A family of your own must carry that name (``TrainConfig(model=family.name)``).
+        observers: objects told what happens, on the main process, through whichever of these
+            methods they have: ``on_start(dataset)`` once the run is set up,
+            ``on_batch(step, images [B, 3, S, S], boxes, labels, image_ids)`` before each step
+            (``step`` counts from 0 over the whole run, a resume included), ``on_evaluation()``
+            after each evaluation and at the end, with ``log.csv`` and ``metrics.json`` written,
+            and ``on_nonfinite(step, images, boxes, labels, image_ids)`` when a step meets a NaN. E.g.
+            :class:`detviz.viz.training.TrainingPictures`, which the ``train`` command passes.
 
     Returns:
         ``dict(step=int, losses=[{name: float} per step run now], metrics=[{step, mAP, ...}],
@@ -127,7 +141,8 @@ def train(config: TrainConfig, family: Family | None = None) -> dict:
     Raises:
         ValueError: bad settings, or ``resume`` names a checkpoint of another model family
             or class count.
-        FloatingPointError: a loss became NaN or Inf.
+        NonFiniteError (a FloatingPointError): a loss term, or a box inside the loss, became NaN or
+            Inf; ``OUT/nonfinite.txt`` says where.
         OSError: an image could not be read (the message names the file).
     """
     if family is None:
@@ -138,7 +153,7 @@ def train(config: TrainConfig, family: Family | None = None) -> dict:
     device = training_device(config.device)
     world = Processes(device)
     try:
-        return _train(_setup(config, family, device, world))
+        return _train(_setup(config, family, device, world), tuple(observers))
     finally:
         world.close()
 
@@ -219,11 +234,18 @@ def _step(run: _Run, images, boxes, labels, lr: float) -> dict:
         images = images.contiguous(memory_format=torch.channels_last)
     boxes = [b.to(run.device) for b in boxes]
     labels = [lab.to(run.device) for lab in labels]
-    loss_dict = run.family.loss(run.model, run.module, images, boxes, labels, run.amp)
+    try:
+        loss_dict = run.family.loss(run.model, run.module, images, boxes, labels, run.amp)
+    except (ValueError, RuntimeError) as err:
+        if not is_nonfinite_error(err):
+            raise
+        _stop_nonfinite(run, (images, boxes, labels), lr, {}, f"values inside the loss ({err})")
     loss = sum(loss_dict.values())
     if run.world.any(not bool(torch.isfinite(loss))):  # every process stops, none waits in backward
-        raise FloatingPointError(f"step {run.step + 1}: loss is {float(loss.detach())} "
-                                 f"({ {k: float(v.detach()) for k, v in loss_dict.items()} })")
+        terms = {k: float(v.detach()) for k, v in loss_dict.items()}
+        bad = next((k for k, v in terms.items() if not math.isfinite(v)), "loss")
+        _stop_nonfinite(run, (images, boxes, labels), lr, terms,
+                        f"loss term {bad} = {terms.get(bad, float(loss.detach()))}")
     run.optimizer.zero_grad(set_to_none=True)
     run.scaler.scale(loss).backward()
     run.scaler.unscale_(run.optimizer)
@@ -236,6 +258,22 @@ def _step(run: _Run, images, boxes, labels, lr: float) -> dict:
     run.images += images.shape[0] * run.world.world_size
     values = run.world.mean(torch.stack([loss.detach(), *(v.detach() for v in loss_dict.values())]).float())
     return dict(zip(["loss", *loss_dict], values.tolist()))
+
+
+def _stop_nonfinite(run: _Run, batch: tuple, lr: float, terms: dict, term: str):
+    """Write ``OUT/nonfinite.txt`` (and let the observers draw the batch), then raise NonFiniteError."""
+    images, boxes, labels = batch
+    path = run.out / NONFINITE_NAME
+    if run.world.main:
+        diagnosis = diagnose(run.family, run.model, run.module, images, boxes, labels, step=run.step + 1, lr=lr,
+                             losses=terms, term=term, amp=run.amp, image_ids=run.batch_ids)
+        kept = (f"{run.out / CHECKPOINT_NAME} (step {run.saved_step})" if run.saved_step is not None else
+                "none: no checkpoint was written before this step")
+        write_report(diagnosis, path, run.dataset.class_names, kept)
+        _notify(run, "on_nonfinite", run.step, images.cpu(), [b.cpu() for b in boxes], [x.cpu() for x in labels],
+                run.batch_ids)
+        raise NonFiniteError(diagnosis.message(path))
+    raise NonFiniteError(f"step {run.step + 1}: non-finite {term} (rank {run.world.rank}); see {path}")
 
 
 def _evaluate(run: _Run, bar) -> None:
@@ -259,7 +297,8 @@ def _checkpoint(run: _Run, full: bool) -> dict:
     config = run.config
     state = {"format": CHECKPOINT_FORMAT, "model_family": config.model, "num_classes": run.num_classes,
              "model_config": run.family.model_config(run.module), "train_config": asdict(config),
-             "label_to_category_id": dict(run.dataset.label_to_category_id), "step": run.step,
+             "label_to_category_id": dict(run.dataset.label_to_category_id),
+             "class_names": dict(run.dataset.class_names), "step": run.step,
              "seconds": run.elapsed_before + run.train_seconds,  # training time, evaluations left out
              "world_size": run.world.world_size}
     if not full:
@@ -274,6 +313,7 @@ def _save(run: _Run, final: bool) -> None:
     """Phase 5: ``checkpoint.pt`` (and at the end ``model.pt``), written atomically by rank 0."""
     if run.world.main:
         save_atomic(_checkpoint(run, full=True), run.out / CHECKPOINT_NAME)
+        run.saved_step = run.step
         if final:
             save_atomic(_checkpoint(run, full=False), run.out / MODEL_NAME)
 
@@ -288,9 +328,20 @@ def _progress(run: _Run, start_time: float, eval_seconds: float) -> float | None
     return None if progress >= 1.0 else progress
 
 
-def _train(run: _Run) -> dict:
+def _notify(run: _Run, event: str, *args) -> None:
+    """Call ``observer.<event>(*args)`` on the main process for each observer that has it."""
+    if run.world.main:
+        for observer in run.observers:
+            method = getattr(observer, event, None)
+            if method is not None:
+                method(*args)
+
+
+def _train(run: _Run, observers: tuple = ()) -> dict:
     """The loop: resume, then step, evaluate and save in turn; a last evaluation and save at the end."""
     _resume(run)
+    run.observers = observers
+    _notify(run, "on_start", run.dataset)
     config, world = run.config, run.world
     base_lr = config.lr if config.lr is not None else DEFAULT_LR[config.optimizer]
     log = StepLog(run.out / LOG_NAME, run.step) if world.main else None
@@ -298,12 +349,16 @@ def _train(run: _Run) -> dict:
     start_time, eval_seconds = time.perf_counter(), 0.0
     run.module.train()
     try:
-        for images, boxes, labels in _loader(run):
+        loader = _loader(run)
+        for images, boxes, labels in loader:
             progress = _progress(run, start_time, eval_seconds)
             if progress is None:
                 break
             lr = learning_rate(base_lr, run.step, progress, warmup_steps=config.warmup_steps,
                                schedule=config.schedule, min_ratio=config.min_lr_ratio)
+            indices = loader.batch_sampler.global_batch(run.step)[world.rank::world.world_size]
+            run.batch_ids = [run.dataset.image_ids[i] for i in indices]
+            _notify(run, "on_batch", run.step, images, boxes, labels, run.batch_ids)
             row = _step(run, images, boxes, labels, lr)
             run.losses.append(row)
             if world.main:
@@ -317,6 +372,7 @@ def _train(run: _Run) -> dict:
             if evaluating:
                 eval_start = time.perf_counter()
                 _evaluate(run, bar)
+                _notify(run, "on_evaluation")
                 eval_seconds += time.perf_counter() - eval_start
             if saving:
                 _save(run, final=False)
@@ -325,6 +381,7 @@ def _train(run: _Run) -> dict:
         if not run.metrics or run.metrics[-1]["step"] != run.step:
             _evaluate(run, bar)
         _save(run, final=True)
+        _notify(run, "on_evaluation")
         world.barrier()
     finally:
         if log is not None:

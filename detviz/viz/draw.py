@@ -22,6 +22,8 @@ from detviz.viz.common import _array, _boxes, _colors, _image_hwc, _int_array, _
 
 __all__ = ["show_image", "blank_canvas", "draw_boxes", "draw_points"]
 
+CAPTION_ROOM = 0.05  # fraction of the view's height a caption needs above a box
+
 
 def show_image(ax, image):
     """Draw an image in the pixel frame (x right, y down, pixel edges on integers).
@@ -72,7 +74,8 @@ def _caption(label, score, class_names) -> str:
 
 def draw_boxes(ax, boxes, labels=None, scores=None, class_names=None, colors=None, linestyle="-",
                linewidth=1.5, alpha=1.0, fill=False, show_text=True):
-    """Draw ``boxes`` (``[N, 4]`` xyxy pixels) with "name score" captions above their top-left corner.
+    """Draw ``boxes`` (``[N, 4]`` xyxy pixels) with "name score" captions above their top-left corner
+    (just inside it when the box touches the top of the view, so that no caption is cut off).
 
     Args:
         labels: optional ``[N]`` class ids (pick the colour and the name); scores: optional ``[N]``.
@@ -91,14 +94,17 @@ def draw_boxes(ax, boxes, labels=None, scores=None, class_names=None, colors=Non
         if labs is None or (n and not set(labs.tolist()) <= known):
             raise ValueError(f"class_names (a list, or a dict label -> name) needs a name for every label in "
                              f"{sorted(known)}, got {None if labs is None else labs.tolist()}")
+    bottom_edge, top_edge = ax.get_ylim()
+    top, height = min(bottom_edge, top_edge), abs(bottom_edge - top_edge)
     for i, ((x1, y1, x2, y2), c) in enumerate(zip(b, _colors(colors, labs, n))):
         face = to_rgba(c, 0.25 * alpha) if fill else "none"
         ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, facecolor=face, edgecolor=to_rgba(c, alpha),
                                linestyle=linestyle, linewidth=linewidth))
         text = _caption(None if labs is None else int(labs[i]), None if scs is None else float(scs[i]), class_names)
         if show_text and text:
-            ax.text(x1, y1, text, fontsize=7, color="white", va="bottom", ha="left", clip_on=True,
-                    bbox=dict(facecolor=to_rgba(c, 0.8 * alpha), edgecolor="none", pad=1))
+            inside = y1 - top < CAPTION_ROOM * height  # no room above the box: the caption goes just inside it
+            ax.text(x1, y1, text, fontsize=7, color="white", va="top" if inside else "bottom", ha="left",
+                    clip_on=True, bbox=dict(facecolor=to_rgba(c, 0.8 * alpha), edgecolor="none", pad=1))
     return ax
 
 

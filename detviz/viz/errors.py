@@ -13,6 +13,7 @@ from detviz.viz.common import _array, class_color
 
 __all__ = ["draw_error_bars", "draw_confusion_matrix", "draw_pr_curves", "draw_missed_reasons"]
 
+MAX_LEGEND = 20  # more classes than this: the legend names the mean only
 MAX_ANNOTATED = 30  # a matrix of more classes shows colours only: its numbers would not fit
 ERROR_COLORS = {"Cls": "tab:red", "Loc": "tab:orange", "Both": "tab:olive", "Dupe": "tab:purple",
                 "Bkg": "tab:gray", "Miss": "tab:blue", "FalsePos": "0.35", "FalseNeg": "0.6"}
@@ -90,11 +91,12 @@ def draw_confusion_matrix(ax, matrix, labels: Sequence[str], normalize: bool = F
 
 
 def draw_pr_curves(ax, curves, title: str = "precision-recall at IoU 0.5"):
-    """One precision-recall curve per class and their mean.
+    """One precision-recall curve per class and their mean (over the classes with gts).
 
     Args:
         curves: class name -> (recall [R], precision [R]) arrays, e.g.
-            :func:`detviz.evaluation.precision_recall_curves`; a precision of -1 (no gt) is skipped.
+            :func:`detviz.evaluation.precision_recall_curves`; a class whose precision is -1 or NaN
+            throughout (no gt) is skipped. Beyond ``MAX_LEGEND`` classes the legend names the mean only.
     """
     if not isinstance(curves, Mapping) or not curves:
         raise ValueError(f"curves must be a non-empty dict of class name -> (recall, precision), got {curves!r}")
@@ -102,9 +104,10 @@ def draw_pr_curves(ax, curves, title: str = "precision-recall at IoU 0.5"):
     for k, (name, (recall, precision)) in enumerate(curves.items()):
         recall = _array(recall, f"curves[{name!r}] recall", "[R]", ndim=1)
         precision = _array(precision, f"curves[{name!r}] precision", "[R]", ndim=1)
-        if (precision < 0).all():
+        if not (precision >= 0).any():  # -1 or NaN throughout: a class without gts has no curve
             continue
-        ax.plot(recall, np.clip(precision, 0, 1), color=class_color(k), linewidth=1.2, label=str(name))
+        ax.plot(recall, np.clip(precision, 0, 1), color=class_color(k), linewidth=1.2,
+                label=str(name) if len(curves) <= MAX_LEGEND else None)
         stacked.append(np.clip(precision, 0, 1))
     if stacked:
         ax.plot(recall, np.mean(stacked, axis=0), color="black", linewidth=2.0, linestyle="--", label="mean")

@@ -15,27 +15,20 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from detviz._io import write_atomic
 from detviz.analysis.errors import ErrorAnalysis, summary
 from detviz.analysis.missed import REASONS
 from detviz.viz.draw import draw_boxes, show_image
-from detviz.viz.errors import draw_confusion_matrix, draw_error_bars, draw_missed_reasons, draw_pr_curves
+from detviz.viz.errors import draw_error_bars, draw_missed_reasons
+from detviz.viz.pictures import confusion_figure, new_figure, pr_curve_figure
 
 __all__ = ["report_figures", "write_report", "REPORT_NAME"]
 
 REPORT_NAME = "report.html"
 CROPS_PER_REASON = 4
 WORST_IMAGES = 6
-MAX_MATRIX_INCHES = 14.0  # per panel: 80 classes stay legible without a 9000-pixel figure
-
-
-def _figure(width: float, height: float, ncols: int = 1) -> tuple[Figure, list]:
-    fig = Figure(figsize=(width, height), dpi=100)
-    FigureCanvasAgg(fig)
-    return fig, [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
 
 
 def report_figures(analysis: ErrorAnalysis, dataset=None) -> dict[str, Figure]:
@@ -43,28 +36,18 @@ def report_figures(analysis: ErrorAnalysis, dataset=None) -> dict[str, Figure]:
     over the same gt with readable images, for the crops and worst images (None: left out)."""
     figures = {}
     tide = analysis.tide
-    fig, (ax,) = _figure(6, 3.2)
+    fig, (ax,) = new_figure(6, 3.2)
     draw_error_bars(ax, {**tide.errors, **tide.special},
                     title=f"TIDE: AP50 {tide.ap50:.1f} points; dAP50 gained by fixing each error type")
     fig.tight_layout()
     figures["tide_errors"] = fig
-    labels = list(analysis.confusion.labels)
-    size = min(max(5.0, 0.55 * len(labels) + 2), MAX_MATRIX_INCHES)
-    fig, axes = _figure(2 * size, size, ncols=2)
-    draw_confusion_matrix(axes[0], analysis.confusion.matrix, labels,
-                          title=f"confusion matrix, score >= {analysis.score_thresh:g} (counts)")
-    draw_confusion_matrix(axes[1], analysis.confusion.matrix, labels, normalize=True,
-                          title="rows normalised: where each gt class went")
-    fig.tight_layout()
-    figures["confusion_matrix"] = fig
+    figures["confusion_matrix"] = confusion_figure(analysis.confusion.matrix, list(analysis.confusion.labels),
+                                                   analysis.score_thresh)
     if analysis.pr_curves:
-        fig, (ax,) = _figure(5.5, 4.5)
-        draw_pr_curves(ax, analysis.pr_curves)
-        fig.tight_layout()
-        figures["pr_curves"] = fig
+        figures["pr_curves"] = pr_curve_figure(analysis.pr_curves)
     counts = summary(analysis)["missed"]
     if counts["total"]:
-        fig, (ax,) = _figure(6.5, 3.2)
+        fig, (ax,) = new_figure(6.5, 3.2)
         draw_missed_reasons(ax, {k: v for k, v in counts.items() if k == "total" or v or k in REASONS[:5]},
                             title=f"missed gts at score >= {analysis.score_thresh:g}, by reason")
         fig.tight_layout()
@@ -91,8 +74,7 @@ def _missed_examples(analysis: ErrorAnalysis, dataset) -> Figure:
     """Up to CROPS_PER_REASON crops per reason: the missed gt (white, dashed) and the detections near it."""
     by_reason = {r: [m for m in analysis.missed if m.reason == r][:CROPS_PER_REASON] for r in REASONS}
     rows = [r for r in REASONS if by_reason[r]]
-    fig = Figure(figsize=(2.6 * CROPS_PER_REASON, 2.8 * len(rows)), dpi=100)
-    FigureCanvasAgg(fig)
+    fig, _ = new_figure(2.6 * CROPS_PER_REASON, 2.8 * len(rows), nrows=0)
     label_of, names = _label_of(analysis)
     for row, reason in enumerate(rows):
         for col in range(CROPS_PER_REASON):
@@ -127,8 +109,7 @@ def _worst_images(analysis: ErrorAnalysis, dataset) -> Figure:
     worst = [image_id for image_id, n in errors.most_common(WORST_IMAGES) if n > 0]
     cols = 3
     nrows = max(1, -(-len(worst) // cols))
-    fig = Figure(figsize=(4 * cols, 4 * nrows), dpi=100)
-    FigureCanvasAgg(fig)
+    fig, _ = new_figure(4 * cols, 4 * nrows, nrows=0)
     label_of, names = _label_of(analysis)
     if not worst:
         ax = fig.add_subplot(1, 1, 1)

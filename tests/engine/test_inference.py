@@ -1,8 +1,6 @@
 """detviz.engine.inference: predictions over a COCO folder mapped back to its images, and their metrics."""
 import json
-import subprocess
-import sys
-from pathlib import Path
+import shutil
 
 import pytest
 import torch
@@ -11,11 +9,10 @@ from torch.testing import assert_close
 from detviz.datasets.coco import open_dataset
 from detviz.engine.checkpoints import build_model_from_checkpoint, load_checkpoint
 from detviz.engine.families import get_family
-from detviz.engine.inference import evaluate_checkpoint, evaluate_model, finite_metrics, predict_dataset
+from detviz.engine.inference import (class_names_of, evaluate_checkpoint, evaluate_model, finite_metrics, load_model,
+                                     predict_dataset)
 from detviz.evaluation import STAT_NAMES, evaluate_coco, to_coco_results
 
-REPO = Path(__file__).resolve().parents[2]
-VAL = REPO / "data" / "synthetic" / "val"
 NUM_CLASSES = 6  # detviz.datasets.synthetic.CATEGORIES
 
 
@@ -27,15 +24,6 @@ def eager_model(one_step_checkpoint):
         for out in model.head.outputs:
             out.bias[:NUM_CLASSES] = 5.0
     return model
-
-
-def test_evaluate_cli_prints_json_last_line(one_step_checkpoint):
-    done = subprocess.run([sys.executable, "-m", "detviz", "evaluate", "--checkpoint", str(one_step_checkpoint),
-                           "--data", str(VAL)], capture_output=True, text=True, cwd=REPO, check=True)
-    metrics = json.loads(done.stdout.strip().splitlines()[-1])
-    assert set(STAT_NAMES) <= set(metrics) and "summary_text" not in metrics
-    assert all(-1.0 <= metrics[name] <= 1.0 for name in STAT_NAMES)
-    assert (one_step_checkpoint.parent / "checkpoint.results.json").is_file()
 
 
 def test_evaluate_maps_boxes_to_original_size(eager_model, tiny_data):
@@ -67,13 +55,37 @@ def test_evaluate_model_is_evaluate_coco_of_the_predictions(eager_model, tiny_da
     assert sum(len(p["boxes"]) for p in predictions) > 0  # real results, not the no-detections shortcut
 
 
-def test_evaluate_checkpoint_writes_results_beside_it_and_takes_a_family(one_step_checkpoint, tiny_data):
-    metrics, path = evaluate_checkpoint(one_step_checkpoint, tiny_data, family=get_family("gfl"))
-    assert path == one_step_checkpoint.with_suffix(".results.json")
-    results = json.loads(path.read_text())
-    assert all(set(r) == {"image_id", "category_id", "bbox", "score"} for r in results)
+def test_evaluate_checkpoint_writes_nothing_and_takes_a_family(eager_weights, one_step_checkpoint, tiny_data):
+    before = sorted(p.name for p in eager_weights.parent.iterdir())
+    metrics, results = evaluate_checkpoint(eager_weights, tiny_data, family=get_family("gfl"))
+    assert sorted(p.name for p in eager_weights.parent.iterdir()) == before
+    assert results and all(set(r) == {"image_id", "category_id", "bbox", "score"} for r in results)
+    assert metrics["mAP"] == evaluate_coco(open_dataset(tiny_data).coco, results)["mAP"]
     with pytest.raises(ValueError, match="family 'gfl', not of 'yolov3'"):
         evaluate_checkpoint(one_step_checkpoint, tiny_data, family=get_family("yolov3"))
+
+
+def test_data_of_other_category_ids_is_refused_not_misscored(one_step_checkpoint, tiny_data, tmp_path):
+    """Same names, other ids: scoring would pair the model's classes with the wrong categories."""
+    shutil.copytree(tiny_data, tmp_path / "data")
+    document = json.loads((tmp_path / "data" / "annotations.json").read_text())
+    for entry in document["categories"] + document["annotations"]:
+        key = "id" if "name" in entry else "category_id"
+        entry[key] += 100
+    (tmp_path / "data" / "annotations.json").write_text(json.dumps(document))
+    with pytest.raises(ValueError, match=r"was trained on the categories \{0: 1, .*the data has \{0: 101"):
+        evaluate_checkpoint(one_step_checkpoint, tmp_path / "data")
+
+
+def test_load_model_names_the_classes(one_step_checkpoint, tiny_data):
+    family, module, checkpoint = load_model(one_step_checkpoint)
+    assert family.name == "gfl" and not module.training
+    assert class_names_of(checkpoint) == open_dataset(tiny_data).class_names
+    del checkpoint["class_names"]  # a checkpoint written before names were stored
+    assert class_names_of(checkpoint) == {0: "category 1", 1: "category 2", 2: "category 3", 3: "category 4",
+                                          4: "category 5", 5: "category 6"}
+    with pytest.raises(ValueError, match="device must be 'cpu', 'cuda' or 'cuda:N', got 'gpu'"):
+        load_model(one_step_checkpoint, device="gpu")
 
 
 def test_finite_metrics_turns_nan_into_none():

@@ -47,6 +47,31 @@ def test_losses_finite_with_empty_images_and_log_and_checkpoint(tiny_data, tmp_p
     assert not list(tmp_path.glob("*.tmp"))  # the atomic write left no temp file
 
 
+class Recorder:
+    """A training observer that writes down what it is told; it has no on_end, which train must not mind."""
+
+    def __init__(self):
+        self.events = []
+
+    def on_start(self, dataset):
+        self.events.append(("start", len(dataset)))
+
+    def on_batch(self, step, images, boxes, labels, image_ids):
+        self.events.append(("batch", step, tuple(images.shape), len(boxes), len(labels), len(image_ids)))
+
+    def on_evaluation(self):
+        self.events.append(("evaluation", len(json.loads(self.metrics.read_text())) if self.metrics.is_file() else 0))
+
+
+def test_observers_see_the_start_every_batch_and_every_evaluation(tiny_data, tmp_path):
+    recorder = Recorder()
+    recorder.metrics = tmp_path / "run" / "metrics.json"
+    train(_config(tiny_data, tmp_path / "run", steps=4, eval_every=2, val_data=str(tiny_data)), observers=[recorder])
+    assert recorder.events == [("start", 5), ("batch", 0, (2, 3, 64, 64), 2, 2, 2), ("batch", 1, (2, 3, 64, 64), 2, 2, 2),
+                               ("evaluation", 1), ("batch", 2, (2, 3, 64, 64), 2, 2, 2),
+                               ("batch", 3, (2, 3, 64, 64), 2, 2, 2), ("evaluation", 2)]
+
+
 def test_all_empty_batch_gives_zero_finite_loss(tmp_path):
     data = tmp_path / "empty"
     write_dataset(data, num_images=2, seed=0, size=96, empty_fraction=1.0)
@@ -203,5 +228,6 @@ def test_nan_loss_stops_the_run_naming_the_step(tiny_data, tmp_path, monkeypatch
         return {**losses, "loss_qfl": losses["loss_qfl"] * float("nan")}
 
     monkeypatch.setattr(family, "loss", poisoned)
-    with pytest.raises(FloatingPointError, match=r"step 1: loss is nan \(\{'loss_qfl': nan"):
+    with pytest.raises(FloatingPointError, match=r"step 1: non-finite loss term loss_qfl = nan; the batch is "
+                                                 r"finite\. Details in .*nonfinite\.txt"):
         train(_config(tiny_data, tmp_path))

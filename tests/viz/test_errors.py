@@ -48,6 +48,18 @@ def test_pr_curves_skip_classes_without_gts_and_add_the_mean():
     np.testing.assert_allclose(ax.lines[-1].get_ydata(), (2 - recall) / 2)
 
 
+def test_pr_curves_mean_survives_a_class_marked_nan_and_many_classes_keep_a_short_legend():
+    recall = np.linspace(0, 1, 101)
+    ax = new_axes()
+    viz.draw_pr_curves(ax, {"cat": (recall, 1 - recall), "dog": (recall, np.full(101, np.nan))})
+    assert [line.get_label() for line in ax.lines] == ["cat", "mean"]  # precision_recall_curves' NaN: no gt
+    np.testing.assert_allclose(ax.lines[-1].get_ydata(), 1 - recall)
+    ax = new_axes()
+    viz.draw_pr_curves(ax, {f"class {k}": (recall, 1 - recall) for k in range(30)})
+    assert len(ax.lines) == 31
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["mean"]
+
+
 def test_missed_reasons_leave_out_the_total():
     ax = new_axes()
     viz.draw_missed_reasons(ax, {"total": 5, "confused": 2, "low_score": 3})
