@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from detviz.cli.common import decay, non_negative_float, non_negative_int, positive_float, positive_int
+from detviz.cli.common import decay, fraction, non_negative_float, non_negative_int, positive_float, positive_int
 
 
 def add(commands) -> None:
@@ -52,6 +52,12 @@ def add(commands) -> None:
     parser.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default 0)")
     parser.add_argument("--synthetic-images", type=positive_int, default=64,
                         help="size of the generated train split when --data is not given (default 64)")
+    parser.add_argument("--overfit-batch", type=positive_int, default=0, metavar="N",
+                        help="can it learn at all? train on the first N images with a gt as one fixed batch, "
+                             "without augmentation, and evaluate on that batch every --eval-every steps "
+                             "(default 10); the batch is written to OUT/overfit_batch.json")
+    parser.add_argument("--stop-at-ap50", type=fraction, default=None, metavar="AP50",
+                        help="stop at the first evaluation whose AP50 reaches this (0..1)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--no-pictures", action="store_true",
                         help="skip labels.png, train_batch0-2.jpg and results.png")
@@ -68,7 +74,8 @@ def run(args: argparse.Namespace) -> None:
                          warmup_steps=args.warmup_steps, ema_decay=args.ema_decay, workers=args.workers,
                          device=args.device, amp=False if args.no_amp else None, eval_every=args.eval_every,
                          checkpoint_every=args.checkpoint_every, resume=args.resume, seed=args.seed,
-                         synthetic_images=args.synthetic_images, progress=not args.quiet)
+                         synthetic_images=args.synthetic_images, progress=not args.quiet,
+                         overfit_batch=args.overfit_batch, stop_at_ap50=args.stop_at_ap50)
     observers = []
     if not args.no_pictures:
         from detviz.viz.training import TrainingPictures

@@ -6,17 +6,22 @@ batches.
 """
 from __future__ import annotations
 
+import json
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from detviz._io import write_atomic
 from detviz.engine.families import Family
 from detviz.engine.optim import SCHEDULES
 
-__all__ = ["TrainConfig", "DEFAULT_LR", "check_config", "check_resume", "synthetic_train_dir"]
+__all__ = ["TrainConfig", "DEFAULT_LR", "OVERFIT_EVAL_EVERY", "OVERFIT_NAME", "check_config", "check_resume", "synthetic_train_dir",
+           "overfit_config", "write_overfit_batch"]
 
 DEFAULT_LR = {"sgd": 0.01, "adamw": 1e-3}
+OVERFIT_EVAL_EVERY = 10
+OVERFIT_NAME = "overfit_batch.json"
 
 
 @dataclass
@@ -29,6 +34,10 @@ class TrainConfig:
     ends the run when it is spent, ``steps`` then being an upper bound, and drives the schedule
     by elapsed time.
     ``ema_decay=0`` keeps no average. ``amp``/``channels_last`` None: on exactly on CUDA.
+    ``overfit_batch=N`` (> 0) is the "can it learn at all?" check: the first N images of ``data``
+    that hold a gt become one fixed batch (``batch_size`` = N), trained on without augmentation and
+    evaluated on itself every ``eval_every`` steps (10 when 0); ``val_data`` must then be None.
+    ``stop_at_ap50`` ends the run at the first evaluation whose AP50 reaches it.
     """
 
     model: str = "gfl"
@@ -60,6 +69,8 @@ class TrainConfig:
     synthetic_size: int = 320
     synthetic_seed: int = 1  # the committed val split uses seed 0
     progress: bool = True
+    overfit_batch: int = 0  # 0: a normal run
+    stop_at_ap50: float | None = None  # None: run all steps
 
 
 # ---------------------------------------------------------------- data
@@ -102,6 +113,14 @@ def check_config(config: TrainConfig, family: Family) -> None:
         raise ValueError(f"min_lr_ratio must be in [0, 1], got {config.min_lr_ratio!r}")
     if config.seed < 0:
         raise ValueError(f"seed must be >= 0, got {config.seed!r}")
+    if config.overfit_batch < 0:
+        raise ValueError(f"overfit_batch must be >= 0 (0: off), got {config.overfit_batch!r}")
+    if config.overfit_batch and config.val_data:
+        raise ValueError(f"overfit_batch evaluates on its own batch; give no val_data (got {config.val_data!r})")
+    if config.stop_at_ap50 is not None and not 0 < config.stop_at_ap50 <= 1:
+        raise ValueError(f"stop_at_ap50 must be in (0, 1], got {config.stop_at_ap50!r}")
+    if config.stop_at_ap50 is not None and not (config.val_data or config.overfit_batch):
+        raise ValueError("stop_at_ap50 needs evaluations: give val_data (or overfit_batch)")
 
 
 def check_resume(config: TrainConfig, checkpoint: dict, world_size: int) -> None:
@@ -117,3 +136,26 @@ def check_resume(config: TrainConfig, checkpoint: dict, world_size: int) -> None
     if checkpoint["step"] >= config.steps:
         raise ValueError(f"{config.resume} is already at step {checkpoint['step']}; give steps > "
                          f"{checkpoint['step']} to train on")
+
+
+# ---------------------------------------------------------------- the one-batch check
+
+def overfit_config(config: TrainConfig) -> TrainConfig:
+    """``config`` as an overfit run trains it: batch size N, an evaluation every 10 steps unless set."""
+    if not config.overfit_batch:
+        return config
+    return replace(config, batch_size=config.overfit_batch, eval_every=config.eval_every or OVERFIT_EVAL_EVERY)
+
+
+def write_overfit_batch(dataset, size: int, out: Path) -> Path:
+    """``out/overfit_batch.json``: the COCO annotations of the first ``size`` images of ``dataset``
+    (a ``CocoDetection``) that hold a gt, with all its categories, written atomically."""
+    coco = dataset.coco
+    chosen = [i for i in dataset.image_ids if any(not a.get("iscrowd", 0) for a in coco.imgToAnns[i])][:size]
+    if len(chosen) < size:
+        raise ValueError(f"overfit_batch={size}, but the data has only {len(chosen)} images with a gt")
+    document = {"images": [coco.imgs[i] for i in chosen], "categories": list(coco.dataset["categories"]),
+                "annotations": [a for i in chosen for a in coco.imgToAnns[i]]}
+    path = out / OVERFIT_NAME
+    write_atomic(path, json.dumps(document) + "\n")
+    return path

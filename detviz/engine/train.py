@@ -41,11 +41,12 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from detviz.datasets.augment import NanoDetWarp
-from detviz.datasets.coco import open_dataset
+from detviz.datasets.coco import CocoDetection, open_dataset
 from detviz.engine.batches import AugmentedSamples, StepBatches, collate_square, derived_seed
 from detviz.engine.checkpoints import (CHECKPOINT_FORMAT, CHECKPOINT_NAME, MODEL_NAME, build_model_from_checkpoint,
                                        load_checkpoint, save_atomic)
-from detviz.engine.config import DEFAULT_LR, TrainConfig, check_config, check_resume, synthetic_train_dir
+from detviz.engine.config import (DEFAULT_LR, OVERFIT_NAME, TrainConfig, check_config, check_resume, overfit_config,
+                                  synthetic_train_dir, write_overfit_batch)
 from detviz.engine.families import Family, get_family
 from detviz.engine.inference import dumps_metrics, evaluate_checkpoint, evaluate_model, finite_metrics, predict_dataset
 from detviz.engine.logs import LOG_NAME, METRICS_NAME, StepLog, metrics_history, write_metrics
@@ -136,7 +137,8 @@ def train(config: TrainConfig, family: Family | None = None, observers: Sequence
     Returns:
         ``dict(step=int, losses=[{name: float} per step run now], metrics=[{step, mAP, ...}],
         checkpoint=Path, model=Path, log=Path, seconds=float, images_per_second=float,
-        module=the trained model, ema_module=its average or None)``.
+        module=the trained model, ema_module=its average or None, reached_ap50=whether the run
+        stopped because an evaluation reached ``stop_at_ap50``)``.
 
     Raises:
         ValueError: bad settings, or ``resume`` names a checkpoint of another model family
@@ -150,6 +152,7 @@ def train(config: TrainConfig, family: Family | None = None, observers: Sequence
     elif not isinstance(family, Family) or family.name != config.model:
         raise ValueError(f"family must be a Family named like config.model ({config.model!r}), got {family!r}")
     check_config(config, family)
+    config = overfit_config(config)
     device = training_device(config.device)
     world = Processes(device)
     try:
@@ -169,6 +172,11 @@ def _setup(config: TrainConfig, family: Family, device: torch.device, world: Pro
     world.barrier()
     dataset = open_dataset(config.data if config.data else synthetic_train_dir(config))
     val_dataset = open_dataset(config.val_data) if config.val_data else None
+    if config.overfit_batch:  # the batch, written by rank 0, is the training and the validation data
+        if world.main:
+            write_overfit_batch(dataset, config.overfit_batch, out)
+        world.barrier()
+        dataset = val_dataset = CocoDetection(dataset.image_dir, out / OVERFIT_NAME)
     if val_dataset is not None and val_dataset.label_to_category_id != dataset.label_to_category_id:
         raise ValueError(f"val_data {config.val_data} has the categories {val_dataset.label_to_category_id}, the "
                          f"training data {dataset.label_to_category_id} (label: category id)")
@@ -216,7 +224,9 @@ def _resume(run: _Run) -> None:
 def _loader(run: _Run) -> DataLoader:
     """The batches of the steps still to run, fixed by (seed, step) whatever the number of workers."""
     config, world = run.config, run.world
-    warp = NanoDetWarp((config.input_size, config.input_size))
+    size = (config.input_size, config.input_size)
+    # overfit_batch: no augmentation, the plain resize that evaluation uses
+    warp = NanoDetWarp(size, scale=(1.0, 1.0), translate=0.0, flip=0.0) if config.overfit_batch else NanoDetWarp(size)
     batches = StepBatches(len(run.dataset), config.batch_size, config.seed, run.step, config.steps, rank=world.rank,
                           world_size=world.world_size)
     return DataLoader(AugmentedSamples(run.dataset, warp, config.seed), batch_sampler=batches,
@@ -289,7 +299,9 @@ def _evaluate(run: _Run, bar) -> None:
     run.metrics.append({"step": run.step, **finite_metrics(result)})
     write_metrics(run.out / METRICS_NAME, run.metrics)
     if bar is not None:
-        bar.write(f"step {run.step}: mAP {result['mAP']:.4f} AP50 {result['AP50']:.4f}")
+        loss = f"loss {run.losses[-1]['loss']:.4f} " if run.losses else ""
+        on = "the batch" if run.config.overfit_batch else "val"
+        bar.write(f"step {run.step}: {loss}mAP {result['mAP']:.4f} AP50 {result['AP50']:.4f} on {on}")
 
 
 def _checkpoint(run: _Run, full: bool) -> dict:
@@ -316,6 +328,13 @@ def _save(run: _Run, final: bool) -> None:
         run.saved_step = run.step
         if final:
             save_atomic(_checkpoint(run, full=False), run.out / MODEL_NAME)
+
+
+def _reached(run: _Run) -> bool:
+    """Whether the last evaluation reached ``stop_at_ap50`` (rank 0 decides for every process)."""
+    target = run.config.stop_at_ap50
+    reached = target is not None and bool(run.metrics) and (run.metrics[-1].get("AP50") or 0.0) >= target
+    return bool(run.world.from_main(float(reached)))
 
 
 def _progress(run: _Run, start_time: float, eval_seconds: float) -> float | None:
@@ -374,6 +393,8 @@ def _train(run: _Run, observers: tuple = ()) -> dict:
                 _evaluate(run, bar)
                 _notify(run, "on_evaluation")
                 eval_seconds += time.perf_counter() - eval_start
+                if _reached(run):
+                    break
             if saving:
                 _save(run, final=False)
             if evaluating or saving:  # the other processes wait for rank 0
@@ -392,4 +413,6 @@ def _train(run: _Run, observers: tuple = ()) -> dict:
     return {"step": run.step, "losses": run.losses, "metrics": run.metrics, "checkpoint": run.out / CHECKPOINT_NAME,
             "model": run.out / MODEL_NAME, "log": run.out / LOG_NAME, "seconds": seconds,
             "images_per_second": run.images / seconds if seconds > 0 else math.nan,
-            "module": run.module, "ema_module": run.ema.module if run.ema else None}
+            "module": run.module, "ema_module": run.ema.module if run.ema else None,
+            "reached_ap50": config.stop_at_ap50 is not None and bool(run.metrics)
+            and (run.metrics[-1].get("AP50") or 0.0) >= config.stop_at_ap50}

@@ -14,7 +14,11 @@ keras-yolo3 itself compares only with the gts assigned to the same level
 (``ignore_from="level"``), which ignores fewer predictions (notebook 09 compares the two).
 
 Every term is summed over cells, anchors, coordinates and classes, summed over the levels
-and divided by the batch size. The 0.5 in ``loss_wh`` is keras-yolo3's.
+and divided by the batch size. The 0.5 in ``loss_wh`` is keras-yolo3's. Hence the sizes in a
+training log: an untrained head costs every prior about BCE(sigmoid(0), 0) = 0.69 of confidence
+loss, and there are 3 x (10^2 + 20^2 + 40^2) = 6,300 priors per 320 px image, so ``loss_conf``
+starts near 4,900 (families that average over positives start at 2-4); what matters is how fast
+it falls (trained on one batch of four images: from 4,905 to 18 in 100 steps).
 
 CIoU (Zheng et al. 2020, "Distance-IoU Loss"), the note's IoU loss::
 

@@ -70,3 +70,19 @@ def assert_exit(code: int, argv: list[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
     assert exit_info.value.code == code
+
+
+def test_the_readme_command_on_the_shipped_checkpoint_leaves_the_checkout_alone(tmp_path):
+    watched = [REPO / "data" / "checkpoints", REPO / "data" / "synthetic" / "val"]
+
+    def snapshot():
+        return sorted((str(p), p.stat().st_size, p.stat().st_mtime_ns) for folder in watched for p in folder.rglob("*"))
+    before = snapshot()
+    done = subprocess.run([sys.executable, "-m", "detviz", "evaluate", "--checkpoint",
+                           "data/checkpoints/nanodet_m_synthetic.pt", "--data", "data/synthetic/val",
+                           "--out", str(tmp_path / "eval")], capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert snapshot() == before
+    recorded = json.loads((REPO / "data" / "checkpoints" / "nanodet_m_synthetic.metrics.json").read_text())
+    printed = json.loads(done.stdout.strip().splitlines()[-1])
+    assert printed["mAP"] == pytest.approx(recorded["mAP"], abs=5e-4)  # the figures data/checkpoints records
