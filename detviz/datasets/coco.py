@@ -28,7 +28,7 @@ from pycocotools.coco import COCO
 from torch import Tensor
 from torch.utils.data import Dataset
 
-__all__ = ["CocoDetection", "collate_fn", "open_dataset", "read_image"]
+__all__ = ["CocoDetection", "coco80_class_names", "collate_fn", "open_dataset", "read_image"]
 
 
 class CocoDetection(Dataset):
@@ -102,6 +102,15 @@ class CocoDetection(Dataset):
         if bad:
             warnings.warn(f"dropped {len(bad)} boxes without positive width and height, in image ids "
                           f"{sorted(set(bad))}", stacklevel=3)
+
+
+def coco80_class_names() -> dict[int, str]:
+    """COCO's 80 detection classes by contiguous label 0..79 (person 0, horse 17, backpack 24), the
+    labels mmdetection and NanoDet use; read from torchvision's weight metadata (no download)."""
+    from torchvision.models.detection import FasterRCNN_ResNet50_FPN_Weights
+
+    names = [n for n in FasterRCNN_ResNet50_FPN_Weights.DEFAULT.meta["categories"] if n not in ("__background__", "N/A")]
+    return dict(enumerate(names))
 
 
 def read_image(path: Path) -> Tensor:

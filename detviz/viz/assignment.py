@@ -92,8 +92,9 @@ def _gt_candidates(cells: np.ndarray, candidate_idxs, is_pos, gt_bboxes, gt_inde
 
 
 def draw_atss_candidates(ax, grid_cells, candidate_idxs, is_pos, gt_bboxes, gt_index, num_level_bboxes=None,
-                         level_colors=LEVEL_COLORS, gt_color="black", legend=True):
-    """Draw one gt's ATSS candidates (Zhang et al., CVPR 2020): a colour per level, positives solid, rejected dashed.
+                         level_colors=LEVEL_COLORS, gt_color="black", legend=True, strides=None, show_boxes=False):
+    """Draw one gt's ATSS candidates (Zhang et al., CVPR 2020): their centres around the gt, a colour
+    per level, positives filled and rejected ones hollow; their prior boxes too with ``show_boxes``.
 
     Args:
         grid_cells: ``[N, 4]`` xyxy priors of all levels, concatenated.
@@ -102,25 +103,30 @@ def draw_atss_candidates(ax, grid_cells, candidate_idxs, is_pos, gt_bboxes, gt_i
         gt_bboxes: ``[M, 4]`` xyxy; gt_index: which column (gt) to draw.
         num_level_bboxes: optional ``[L]`` cells per level; without it a candidate's level is
             read from its prior's size (one size per level, as ATSS priors have).
+        strides: optional ``[L]`` strides: the legend then names levels by stride ("stride 8").
+        show_boxes: also draw each candidate's prior box (solid: positive, dashed: rejected).
     """
     cells = _boxes(grid_cells, "grid_cells")
     (gx1, gy1, gx2, gy2), idx, chosen = _gt_candidates(cells, candidate_idxs, is_pos, gt_bboxes, gt_index)
     levels = _levels_of(idx, cells, num_level_bboxes)
     edge = [level_colors[lvl % len(level_colors)] for lvl in levels]
-    for (x1, y1, x2, y2), c, positive in zip(cells[idx], edge, chosen):
-        ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=c,
-                               linestyle="-" if positive else "--", linewidth=1.5 if positive else 0.8))
+    if show_boxes:
+        for (x1, y1, x2, y2), c, positive in zip(cells[idx], edge, chosen):
+            ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=c,
+                                   linestyle="-" if positive else "--", linewidth=1.5 if positive else 0.8))
     centres = (cells[idx, :2] + cells[idx, 2:]) / 2  # [K*L, 2]
     face = [c if positive else "white" for c, positive in zip(edge, chosen)]
-    ax.scatter(centres[:, 0], centres[:, 1], s=14, c=face, edgecolors=edge, zorder=3)
-    ax.add_patch(Rectangle((gx1, gy1), gx2 - gx1, gy2 - gy1, fill=False, edgecolor=gt_color, linewidth=3))
+    ax.scatter(centres[:, 0], centres[:, 1], s=22, c=face, edgecolors=edge, linewidths=1.2, zorder=3)
+    ax.add_patch(Rectangle((gx1, gy1), gx2 - gx1, gy2 - gy1, fill=False, edgecolor=gt_color, linewidth=2))
     ax.plot([(gx1 + gx2) / 2], [(gy1 + gy2) / 2], marker="+", markersize=8, color=gt_color)
     if legend:
-        handles = [Line2D([], [], color=level_colors[lvl % len(level_colors)], label=f"level {lvl}")
-                   for lvl in np.unique(levels)]
-        handles += [Line2D([], [], color="0.3", label="positive"),
-                    Line2D([], [], color="0.3", linestyle="--", linewidth=0.8, label="rejected"),
-                    Line2D([], [], color=gt_color, linewidth=3, label=f"gt {operator.index(gt_index)}")]
+        def level_name(lvl):
+            return f"stride {strides[lvl]}" if strides is not None else f"level {lvl}"
+        handles = [Line2D([], [], color=level_colors[lvl % len(level_colors)], marker="o", linestyle="",
+                          label=level_name(lvl)) for lvl in np.unique(levels)]
+        handles += [Line2D([], [], color="0.3", marker="o", linestyle="", label="positive"),
+                    Line2D([], [], color="0.3", marker="o", markerfacecolor="white", linestyle="", label="rejected"),
+                    Line2D([], [], color=gt_color, linewidth=2, label=f"gt {operator.index(gt_index)}")]
         ax.legend(handles=handles, fontsize=7, loc="upper right")
     return ax
 

@@ -14,9 +14,12 @@ __all__ = ["class_color", "BACKGROUND_COLOR", "DEFAULT_COLOR", "LEVEL_COLORS"]
 BACKGROUND_COLOR = (0.75, 0.75, 0.75, 1.0)  # class_color(num_classes, num_classes)
 DEFAULT_COLOR = "tab:blue"
 LEVEL_COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:pink")
-# tab20 lists a dark and a light shade of each hue in turn; taking the ten dark shades first
-# keeps neighbouring class ids visibly different.
-_PALETTE = tuple(matplotlib.colormaps["tab20"](i) for i in (*range(0, 20, 2), *range(1, 20, 2)))
+# tab20 lists a dark and a light shade of each hue in turn; taking the dark shades first keeps
+# neighbouring class ids visibly different. Left out: its grey pair (14, 15) and the light blue and
+# lavender (1, 9), which lie within 0.2 of BACKGROUND_COLOR: such a class vanishes against it.
+_CLOSE_TO_GREY = (1, 9, 14, 15)
+_PALETTE = tuple(matplotlib.colormaps["tab20"](i) for i in (*range(0, 20, 2), *range(1, 20, 2))
+                 if i not in _CLOSE_TO_GREY)
 
 
 # ----------------------------------------------------------------------------- input helpers
@@ -92,7 +95,8 @@ def _set_frame(ax, h: int, w: int) -> None:
 
 # ----------------------------------------------------------------------------- colours and images
 def class_color(label, num_classes: int | None = None) -> tuple[float, float, float, float]:
-    """RGBA colour of a class id, identical in every figure (tab20, dark shades first, cycled).
+    """RGBA colour of a class id, identical in every figure (tab20 without the colours close to
+    grey, dark shades first, 16 colours cycled).
 
     With ``num_classes`` given, ``label == num_classes`` is the dense heads' background and
     comes back light grey.

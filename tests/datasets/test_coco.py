@@ -7,6 +7,7 @@ from PIL import Image
 from torch.testing import assert_close
 
 from detviz.datasets import CocoDetection, collate_fn
+from detviz.datasets.coco import coco80_class_names
 from detviz.fixtures import DATA_DIR
 
 PHOTOS = DATA_DIR / "photos"
@@ -112,3 +113,9 @@ def test_annotation_files_that_are_not_coco_are_named(tmp_path):
     ann_file = _write(tmp_path, [{"id": 1, "file_name": "a.png", "width": 8, "height": 8}], annotations)
     with pytest.raises(ValueError, match=r"ann.json: annotations use category ids \[99\] that are not in"):
         CocoDetection(tmp_path, ann_file)
+
+
+def test_coco80_names_follow_the_contiguous_labels():
+    names = coco80_class_names()
+    assert len(set(names.values())) == 80 and sorted(names) == list(range(80))
+    assert (names[0], names[17], names[24], names[79]) == ("person", "horse", "backpack", "toothbrush")

@@ -99,7 +99,8 @@ def test_figure_atss_candidates():
     fig, ax = new_axes((3.5, 3.5))
     viz.blank_canvas(ax, (64, 64))
     viz.draw_level_grid(ax, FEATMAP_SIZES[0], STRIDES[0], color="0.85")
-    viz.draw_atss_candidates(ax, grid_cells(), CANDIDATE_IDXS, IS_POS, GT_BOXES, 0, num_level_bboxes=NUM_LEVEL_BBOXES)
+    viz.draw_atss_candidates(ax, grid_cells(), CANDIDATE_IDXS, IS_POS, GT_BOXES, 0, num_level_bboxes=NUM_LEVEL_BBOXES,
+                             strides=STRIDES)
     return fig
 
 
@@ -269,10 +270,18 @@ def test_bad_inputs_raise_value_error_naming_what_was_expected(call, message):
 def test_class_color_is_deterministic_with_grey_background():
     assert viz.class_color(3) == viz.class_color(torch.tensor(3)) == viz.class_color(np.int64(3))
     assert viz.class_color(0) != viz.class_color(1)
-    assert viz.class_color(20) == viz.class_color(0)  # the palette cycles
+    assert viz.class_color(16) == viz.class_color(0)  # the palette cycles (tab20 less four near-greys)
     assert viz.class_color(80, num_classes=80) == viz.BACKGROUND_COLOR
     with pytest.raises(ValueError, match=r"class id >= 0, 80 = background"):
         viz.class_color(81, num_classes=80)
+
+
+def test_no_class_colour_is_grey():
+    """A grey class would vanish against the background grey (class 17, the traced horse, once did)."""
+    background = np.array(viz.BACKGROUND_COLOR[:3])
+    for label in range(80):
+        rgb = np.array(viz.class_color(label)[:3])
+        assert rgb.max() - rgb.min() > 0.15 and np.linalg.norm(rgb - background) > 0.2, (label, rgb)
 
 
 def test_draw_boxes_colours_by_class_and_writes_name_score():
@@ -291,8 +300,8 @@ def test_draw_boxes_accepts_no_boxes():
 def test_atss_candidates_solid_for_positives_dashed_for_rejected():
     _, ax = new_axes()
     viz.blank_canvas(ax, (64, 64))
-    viz.draw_atss_candidates(ax, grid_cells(), CANDIDATE_IDXS, IS_POS, GT_BOXES, 0, legend=False)
-    candidates = [p for p in ax.patches if p.get_linewidth() < 3]  # the gt box is the thick one
+    viz.draw_atss_candidates(ax, grid_cells(), CANDIDATE_IDXS, IS_POS, GT_BOXES, 0, legend=False, show_boxes=True)
+    candidates = [p for p in ax.patches if p.get_linewidth() < 2]  # the gt box is the thick one
     solid = [p.get_linestyle() == "-" for p in candidates]
     assert solid == IS_POS[:, 0].tolist()
     edge = [p.get_edgecolor() for p in candidates]
@@ -300,10 +309,23 @@ def test_atss_candidates_solid_for_positives_dashed_for_rejected():
     assert edge[3:] == [matplotlib.colors.to_rgba(viz.LEVEL_COLORS[1])] * 3
 
 
+def test_atss_candidates_default_to_centres_by_level_named_by_stride():
+    _, ax = new_axes()
+    viz.blank_canvas(ax, (64, 64))
+    viz.draw_atss_candidates(ax, grid_cells(), CANDIDATE_IDXS, IS_POS, GT_BOXES, 0, strides=STRIDES)
+    assert len(ax.patches) == 1  # the gt: no candidate boxes unless asked
+    (centres,) = ax.collections
+    filled = [tuple(f) != matplotlib.colors.to_rgba("white") for f in centres.get_facecolors()]
+    assert filled == IS_POS[:, 0].tolist()
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == [f"stride {STRIDES[0]}", f"stride {STRIDES[1]}", "positive", "rejected", "gt 0"]
+
+
 def test_atss_levels_from_counts_match_levels_from_prior_size():
     def edge_colours(**kwargs):
         _, ax = new_axes()
-        viz.draw_atss_candidates(ax, grid_cells(), CANDIDATE_IDXS, IS_POS, GT_BOXES, 1, legend=False, **kwargs)
+        viz.draw_atss_candidates(ax, grid_cells(), CANDIDATE_IDXS, IS_POS, GT_BOXES, 1, legend=False, show_boxes=True,
+                                 **kwargs)
         return [p.get_edgecolor() for p in ax.patches]
 
     assert edge_colours() == edge_colours(num_level_bboxes=torch.tensor(NUM_LEVEL_BBOXES))
