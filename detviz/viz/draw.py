@@ -22,8 +22,6 @@ from detviz.viz.common import _array, _boxes, _colors, _image_hwc, _int_array, _
 
 __all__ = ["show_image", "blank_canvas", "draw_boxes", "draw_points"]
 
-CAPTION_ROOM = 0.05  # fraction of the view's height a caption needs above a box
-
 
 def show_image(ax, image):
     """Draw an image in the pixel frame (x right, y down, pixel edges on integers).
@@ -72,16 +70,56 @@ def _caption(label, score, class_names) -> str:
     return " ".join(p for p in (name, None if score is None else f"{score:.2f}") if p)
 
 
+def _caption_size(ax) -> tuple[float, float]:
+    """Data units per typographic point along x and y in ``ax`` as it is laid out now."""
+    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+    box = ax.get_window_extent()  # display pixels
+    points = ax.figure.dpi / 72  # pixels per point
+    return abs(x1 - x0) / max(box.width, 1.0) * points, abs(y1 - y0) / max(box.height, 1.0) * points
+
+
+def _overlaps(a, b) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def _place_captions(ax, anchors: list, texts: list, colors: list, order, fontsize: float) -> int:
+    """Put each caption above its box's top-left corner, or just inside it when there is no room above
+    (the top of the view, or another caption); a caption that fits neither place is left out, one
+    that would pass the right edge of the view moves left.
+    Captions are placed in ``order`` (the best scores first). Returns how many were left out."""
+    per_x, per_y = _caption_size(ax)
+    top, right = min(ax.get_ylim()), max(ax.get_xlim())
+    height = (fontsize + 2.5) * per_y  # the text and its padded background
+    placed, dropped = [], 0
+    for i in order:
+        width = (0.6 * fontsize * len(texts[i]) + 2.5) * per_x
+        x, y = min(anchors[i][0], right - width), anchors[i][1]  # moved left rather than cut at the right edge
+        above, inside = (x, y - height, x + width, y), (x, y, x + width, y + height)
+        spots = ([] if above[1] < top else [(above, "bottom")]) + [(inside, "top")]
+        spot = next(((rect, va) for rect, va in spots if not any(_overlaps(rect, p) for p in placed)), None)
+        if spot is None:
+            dropped += 1
+            continue
+        placed.append(spot[0])
+        ax.text(x, y, texts[i], fontsize=fontsize, color="white", va=spot[1], ha="left", clip_on=True,
+                bbox=dict(facecolor=colors[i], edgecolor="none", pad=1))
+    return dropped
+
+
 def draw_boxes(ax, boxes, labels=None, scores=None, class_names=None, colors=None, linestyle="-",
-               linewidth=1.5, alpha=1.0, fill=False, show_text=True):
-    """Draw ``boxes`` (``[N, 4]`` xyxy pixels) with "name score" captions above their top-left corner
-    (just inside it when the box touches the top of the view, so that no caption is cut off).
+               linewidth=1.5, alpha=1.0, fill=False, show_text=True, fontsize=None):
+    """Draw ``boxes`` (``[N, 4]`` xyxy pixels) with "name score" captions above their top-left corner.
+
+    A caption goes just inside its box when there is no room above it (the top of the view or
+    another caption there); one that fits in neither place is left out (the best scores are
+    captioned first), so crowded images stay readable.
 
     Args:
         labels: optional ``[N]`` class ids (pick the colour and the name); scores: optional ``[N]``.
         class_names: optional sequence mapping class id -> name (needs ``labels``).
         colors: one colour or ``N`` colours; default: by class, or one colour without labels.
         fill: also fill each box with its colour at ``0.25 * alpha``.
+        fontsize: caption size in points; None: 7, up to 9 on axes more than 500 px high.
     """
     b = _boxes(boxes)
     n = len(b)
@@ -94,17 +132,20 @@ def draw_boxes(ax, boxes, labels=None, scores=None, class_names=None, colors=Non
         if labs is None or (n and not set(labs.tolist()) <= known):
             raise ValueError(f"class_names (a list, or a dict label -> name) needs a name for every label in "
                              f"{sorted(known)}, got {None if labs is None else labs.tolist()}")
-    bottom_edge, top_edge = ax.get_ylim()
-    top, height = min(bottom_edge, top_edge), abs(bottom_edge - top_edge)
+    anchors, texts, backgrounds = [], [], []
     for i, ((x1, y1, x2, y2), c) in enumerate(zip(b, _colors(colors, labs, n))):
         face = to_rgba(c, 0.25 * alpha) if fill else "none"
         ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, facecolor=face, edgecolor=to_rgba(c, alpha),
                                linestyle=linestyle, linewidth=linewidth))
-        text = _caption(None if labs is None else int(labs[i]), None if scs is None else float(scs[i]), class_names)
-        if show_text and text:
-            inside = y1 - top < CAPTION_ROOM * height  # no room above the box: the caption goes just inside it
-            ax.text(x1, y1, text, fontsize=7, color="white", va="top" if inside else "bottom", ha="left",
-                    clip_on=True, bbox=dict(facecolor=to_rgba(c, 0.8 * alpha), edgecolor="none", pad=1))
+        anchors.append((x1, y1))
+        texts.append(_caption(None if labs is None else int(labs[i]), None if scs is None else float(scs[i]),
+                              class_names))
+        backgrounds.append(to_rgba(c, 0.8 * alpha))
+    if show_text and any(texts):
+        if fontsize is None:
+            fontsize = float(np.clip(ax.get_window_extent().height / 500 * 9, 7, 9))
+        order = [i for i in (np.argsort(-scs, kind="stable") if scs is not None else range(n)) if texts[i]]
+        _place_captions(ax, anchors, texts, backgrounds, order, fontsize)
     return ax
 
 

@@ -276,6 +276,21 @@ def test_class_color_is_deterministic_with_grey_background():
         viz.class_color(81, num_classes=80)
 
 
+def test_captions_never_leave_the_view_nor_cover_each_other():
+    _, ax = new_axes()
+    viz.blank_canvas(ax, (100, 100))
+    boxes = torch.tensor([[10.0, 0.0, 40.0, 30.0], [50.0, 50.0, 90.0, 90.0], [50.0, 50.0, 90.0, 90.0]])
+    viz.draw_boxes(ax, boxes, torch.tensor([0, 1, 1]), torch.tensor([0.9, 0.3, 0.8]), CLASS_NAMES)
+    placed = {t.get_text(): t.get_verticalalignment() for t in ax.texts}
+    # the box at the top edge: its caption inside; of the two equal boxes, the better score above and the
+    # other one inside; nothing is drawn twice at one place
+    assert placed == {"cat 0.90": "top", "dog 0.80": "bottom", "dog 0.30": "top"}
+    _, ax = new_axes()
+    viz.blank_canvas(ax, (100, 100))
+    viz.draw_boxes(ax, boxes[[1, 1, 1]], torch.tensor([1, 1, 1]), torch.tensor([0.2, 0.7, 0.5]), CLASS_NAMES)
+    assert [t.get_text() for t in ax.texts] == ["dog 0.70", "dog 0.50"]  # a third caption has no room: left out
+
+
 def test_no_class_colour_is_grey():
     """A grey class would vanish against the background grey (class 17, the traced horse, once did)."""
     background = np.array(viz.BACKGROUND_COLOR[:3])

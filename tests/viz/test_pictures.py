@@ -13,8 +13,8 @@ NAMES = {0: "cat", 1: "dog"}
 
 def _prediction(scores):
     n = len(scores)
-    return {"boxes": torch.tensor([[10.0, 10.0, 60.0, 50.0]] * n), "labels": torch.tensor([0, 1] * (n // 2) + [0] * (n % 2)),
-            "scores": torch.tensor(scores)}
+    boxes = torch.tensor([[10.0 + 100 * k, 60.0, 60.0 + 100 * k, 100.0] for k in range(n)]).reshape(-1, 4)
+    return {"boxes": boxes, "labels": torch.tensor([0, 1] * (n // 2) + [0] * (n % 2)), "scores": torch.tensor(scores)}
 
 
 def _boxes(ax) -> int:
