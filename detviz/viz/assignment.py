@@ -13,7 +13,7 @@ from matplotlib.patches import Rectangle
 
 from detviz.analysis.assignment import ASPECT_BUCKETS, SIZE_BUCKETS, AssignmentReport
 from detviz.viz.common import (LEVEL_COLORS, _array, _boxes, _corners, _index_array, _int_array, _positive, _size,
-                               class_color)
+                               class_color, plain_log_axis)
 
 __all__ = ["draw_grid_cells", "draw_level_grid", "draw_atss_candidates", "draw_assignment_map",
            "draw_iou_histogram", "plot_report", "plot_buckets"]
@@ -195,7 +195,7 @@ def plot_report(ax, report: AssignmentReport):
     ax.scatter(sides, pos, c=colors, s=25)
     for border in (32, 96):
         ax.axvline(border, color="0.5", linestyle="--", linewidth=0.8)
-    ax.set_xscale("log")
+    plain_log_axis(ax, "x")
     ax.set_xlabel("sqrt(area) of the gt, input pixels")
     ax.set_ylabel("positive priors")
     ax.set_title(f"{report.assigner}: {len(report.unassigned())} of {len(report.rows)} gts without a positive",

@@ -8,8 +8,9 @@ import matplotlib
 import numpy as np
 import torch
 from matplotlib.colors import is_color_like, to_rgba
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-__all__ = ["class_color", "BACKGROUND_COLOR", "DEFAULT_COLOR", "LEVEL_COLORS"]
+__all__ = ["class_color", "plain_log_axis", "BACKGROUND_COLOR", "DEFAULT_COLOR", "LEVEL_COLORS"]
 
 BACKGROUND_COLOR = (0.75, 0.75, 0.75, 1.0)  # class_color(num_classes, num_classes)
 DEFAULT_COLOR = "tab:blue"
@@ -140,3 +141,14 @@ def _index_array(index, n: int, name: str) -> np.ndarray:
     if not np.issubdtype(a.dtype, np.integer) or (a.size and (a.min() < 0 or a.max() >= n)):
         raise ValueError(f"{name} must be [K] indices in [0, {n}) or a bool mask [{n}], got {a.tolist()}")
     return a
+
+
+def plain_log_axis(ax, which: str = "x") -> None:
+    """A log scale on ``which`` ("x", "y" or "xy") labelled 1, 2, 5, 10, 20, 50, ... in plain numbers
+    (no 10^k, no crowded minor labels)."""
+    for name in which:
+        axis = ax.xaxis if name == "x" else ax.yaxis
+        (ax.set_xscale if name == "x" else ax.set_yscale)("log")
+        axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        axis.set_minor_formatter(NullFormatter())

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from detviz.viz.common import class_color
+from detviz.viz.common import class_color, plain_log_axis
 from detviz.viz.draw import draw_boxes, show_image
 from detviz.viz.pictures import new_figure, save_figure
 
@@ -68,8 +68,7 @@ def labels_figure(boxes, labels, image_sizes, class_names: Mapping[int, str]):
         axes[1].scatter(width[mine], height[mine], s=6, alpha=0.5, color=color, label=class_names[k])
         axes[2].scatter(centre_x[mine], centre_y[mine], s=6, alpha=0.5, color=color)
         axes[3].hist(side[mine], bins=bins, histtype="step", linewidth=1.5, color=color)
-    axes[1].set_xscale("log")
-    axes[1].set_yscale("log")
+    plain_log_axis(axes[1], "xy")
     axes[1].set_xlabel("width (px)")
     axes[1].set_ylabel("height (px)")
     axes[1].set_title("box width and height", fontsize=9)
@@ -80,7 +79,7 @@ def labels_figure(boxes, labels, image_sizes, class_names: Mapping[int, str]):
     axes[2].set_xlabel("centre x / image width")
     axes[2].set_ylabel("centre y / image height")
     axes[2].set_title("box centres", fontsize=9)
-    axes[3].set_xscale("log")
+    plain_log_axis(axes[3], "x")
     axes[3].set_xlabel("sqrt(w * h) (px); COCO small < 32 <= medium < 96 <= large")
     axes[3].set_ylabel("boxes")
     for edge in (32, 96):
