@@ -65,13 +65,22 @@ def box_area(boxes: Tensor) -> Tensor:
         Tensor[N]: areas in squared pixels; 0 for zero-width or zero-height boxes.
     """
     _check_xyxy(boxes, "boxes")
-    return _area(boxes)
+    return _area(_upcast(boxes))
 
 
 NMS_BLOCK = 256  # rows of the IoU matrix NMS computes at once
 
 
 # ---- shared pieces of every IoU variant ----
+
+def _upcast(boxes: Tensor) -> Tensor:
+    """float16 / bfloat16 -> float32, as torchvision's ``_upcast``: a float16 area overflows past
+    65504 px^2 (a 256 x 256 box), so half-precision boxes are measured in float32 and IoUs come back
+    in float32. float32, float64 and integer boxes pass unchanged. One deliberate difference:
+    torchvision subtracts the corners in half precision before it upcasts (IoUs off by about 1e-3
+    in float16, 1e-2 in bfloat16); here the whole computation is float32, exact on the given boxes."""
+    return boxes.float() if boxes.is_floating_point() and boxes.dtype not in (torch.float32, torch.float64) else boxes
+
 
 def _area(boxes: Tensor) -> Tensor:
     return (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])  # [...]
@@ -99,7 +108,7 @@ def _enclosing_wh(boxes1: Tensor, boxes2: Tensor) -> Tensor:
 def _pairwise_args(boxes1: Tensor, boxes2: Tensor) -> tuple[Tensor, Tensor]:
     _check_xyxy(boxes1, "boxes1", rows="N")
     _check_xyxy(boxes2, "boxes2", rows="M")
-    return boxes1[:, None, :], boxes2[None, :, :]  # [N, 1, 4], [1, M, 4]
+    return _upcast(boxes1)[:, None, :], _upcast(boxes2)[None, :, :]  # [N, 1, 4], [1, M, 4]
 
 
 # ---- pairwise IoU family: boxes1 [N, 4], boxes2 [M, 4] -> [N, M] ----
@@ -180,6 +189,7 @@ def complete_box_iou(boxes1: Tensor, boxes2: Tensor, eps: float = 1e-7) -> Tenso
         Tensor[N, M]: CIoU values.
     """
     diou, iou = _diou_and_iou(boxes1, boxes2, eps)
+    boxes1, boxes2 = _upcast(boxes1), _upcast(boxes2)
     aspect1 = torch.atan((boxes1[:, 2] - boxes1[:, 0]) / (boxes1[:, 3] - boxes1[:, 1]))  # [N]
     aspect2 = torch.atan((boxes2[:, 2] - boxes2[:, 0]) / (boxes2[:, 3] - boxes2[:, 1]))  # [M]
     v = 4 / math.pi**2 * (aspect1[:, None] - aspect2[None, :]) ** 2  # [N, M]
@@ -190,11 +200,12 @@ def complete_box_iou(boxes1: Tensor, boxes2: Tensor, eps: float = 1e-7) -> Tenso
 
 # ---- aligned IoU (row i with row i), as NanoDet's bbox_overlaps(is_aligned=True) ----
 
-def _aligned_args(boxes1: Tensor, boxes2: Tensor) -> None:
+def _aligned_args(boxes1: Tensor, boxes2: Tensor) -> tuple[Tensor, Tensor]:
     _check_xyxy(boxes1, "boxes1")
     _check_xyxy(boxes2, "boxes2")
     if boxes2.shape[0] != boxes1.shape[0]:
         raise ValueError(f"boxes2 must have as many rows as boxes1 ({boxes1.shape[0]}), got {boxes2.shape[0]}")
+    return _upcast(boxes1), _upcast(boxes2)
 
 
 def aligned_box_iou(boxes1: Tensor, boxes2: Tensor, eps: float = 1e-6) -> Tensor:
@@ -205,7 +216,7 @@ def aligned_box_iou(boxes1: Tensor, boxes2: Tensor, eps: float = 1e-6) -> Tensor
     Returns:
         Tensor[N]: IoU in [0, 1]; 0 (not NaN) for two zero-area boxes.
     """
-    _aligned_args(boxes1, boxes2)
+    boxes1, boxes2 = _aligned_args(boxes1, boxes2)
     inter, union = _inter_union(boxes1, boxes2)  # [N] each
     return inter / union.clamp(min=eps)
 
@@ -220,7 +231,7 @@ def aligned_generalized_box_iou(boxes1: Tensor, boxes2: Tensor, eps: float = 1e-
     Returns:
         Tensor[N]: GIoU in [-1, 1].
     """
-    _aligned_args(boxes1, boxes2)
+    boxes1, boxes2 = _aligned_args(boxes1, boxes2)
     inter, union = _inter_union(boxes1, boxes2)
     union = union.clamp(min=eps)
     enclosing_wh = _enclosing_wh(boxes1, boxes2)  # [N, 2]

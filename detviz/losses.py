@@ -135,8 +135,9 @@ def weight_reduce(loss: Tensor, weight: Tensor | None = None, avg_factor: float 
         return loss.sum() if loss.numel() == 0 else loss.mean()
     if isinstance(avg_factor, Tensor) and avg_factor.numel() != 1:
         raise ValueError(f"avg_factor must be a number or a one-element Tensor, got shape {list(avg_factor.shape)}")
-    if not isinstance(avg_factor, Tensor) and not avg_factor > 0:
-        raise ValueError(f"avg_factor must be > 0, got {avg_factor}")
+    value = float(avg_factor.detach()) if isinstance(avg_factor, Tensor) else avg_factor
+    if not value > 0:  # a tensor 0 as well as a number 0: a sum divided by 0 is no loss (NaN fails here too)
+        raise ValueError(f"avg_factor must be > 0, got {value}")
     return loss.sum() / avg_factor
 
 

@@ -7,6 +7,8 @@ import torchvision.ops as tv_ops
 from torch.testing import assert_close
 
 from detviz import boxes as B
+from detviz.losses import giou_loss
+from detviz.yolo.loss import ciou_loss
 
 PAIRWISE = {
     "box_iou": (B.box_iou, tv_ops.box_iou),
@@ -346,3 +348,42 @@ def test_nms_of_half_precision_boxes_with_large_areas():
     boxes = torch.tensor([[0.0, 0.0, 300.0, 300.0], [10.0, 10.0, 310.0, 310.0], [400.0, 0.0, 700.0, 300.0]])
     scores = torch.tensor([0.9, 0.8, 0.7])
     assert B.nms(boxes.half(), scores.half(), 0.5).tolist() == [0, 2]
+
+
+# ---------------------------------------------------------------- half precision, as torchvision
+def _image_sized_boxes(dtype):
+    """Boxes up to 600 px: their areas (~3.6e5 px^2) overflow float16's 65504."""
+    generator = torch.Generator().manual_seed(0)
+    xy = torch.rand(30, 2, generator=generator) * 500
+    wh = torch.rand(30, 2, generator=generator) * 600 + 10
+    return torch.cat([xy, xy + wh], dim=1).to(dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("name, ours, theirs", [
+    ("box_iou", B.box_iou, tv_ops.box_iou), ("generalized_box_iou", B.generalized_box_iou, tv_ops.generalized_box_iou),
+    ("distance_box_iou", B.distance_box_iou, tv_ops.distance_box_iou),
+    ("complete_box_iou", B.complete_box_iou, tv_ops.complete_box_iou)])
+def test_half_precision_boxes_are_measured_in_float32(dtype, name, ours, theirs):
+    half = _image_sized_boxes(dtype)
+    got = ours(half, half.flip(0))
+    assert got.dtype == theirs(half, half.flip(0)).dtype == torch.float32
+    assert torch.isfinite(got).all()
+    assert_close(got, ours(half.float(), half.float().flip(0)), rtol=0, atol=1e-6)  # the same boxes in float32
+    # torchvision subtracts the corners before it upcasts: its IoUs carry that rounding (about 1e-3 in
+    # float16, 1e-2 in bfloat16); detviz measures the same rounded boxes exactly
+    assert_close(got, theirs(half, half.flip(0)), rtol=0, atol=2e-3 if dtype == torch.float16 else 2e-2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_areas_aligned_ious_and_losses_come_back_in_float32(dtype):
+    half = _image_sized_boxes(dtype)
+    full = half.float()
+    assert B.box_area(half).dtype == torch.float32
+    assert_close(B.box_area(half), tv_ops.box_area(full), rtol=0, atol=0)
+    for fn in (B.aligned_box_iou, B.aligned_generalized_box_iou, giou_loss, ciou_loss):
+        got = fn(half, half.flip(0))
+        assert got.dtype == torch.float32 and torch.isfinite(got).all()
+        assert_close(got, fn(full, full.flip(0)), rtol=0, atol=1e-6)
+    assert_close(giou_loss(half, half.flip(0)), tv_ops.generalized_box_iou_loss(half, half.flip(0)), rtol=0, atol=1e-6)
+    assert_close(ciou_loss(half, half.flip(0)), tv_ops.complete_box_iou_loss(half, half.flip(0)), rtol=0, atol=1e-6)

@@ -200,6 +200,9 @@ def test_giou_weight_reduce_and_projection_reject_bad_input():
         L.weight_reduce(torch.zeros(3), torch.zeros(2))
     with pytest.raises(ValueError, match="avg_factor must be > 0, got 0"):
         L.weight_reduce(torch.zeros(3), avg_factor=0)
+    for bad in (torch.tensor(0.0), torch.tensor(float("nan")), torch.tensor(-2.0)):  # a tensor gave inf or NaN
+        with pytest.raises(ValueError, match="avg_factor must be > 0, got"):
+            L.weight_reduce(torch.ones(3), avg_factor=bad)
     with pytest.raises(ValueError, match=r"reg must be Tensor\[..., 4 \* \(reg_max \+ 1\)\] = \[..., 32\] logits, got shape \[2, 20\]"):
         L.distribution_project(torch.zeros(2, 20), reg_max=7)
     with pytest.raises(ValueError, match="reg_max must be an int >= 1, got 0"):

@@ -58,6 +58,8 @@ def add(commands) -> None:
                              "(default 10); the batch is written to OUT/overfit_batch.json")
     parser.add_argument("--stop-at-ap50", type=fraction, default=None, metavar="AP50",
                         help="stop at the first evaluation whose AP50 reaches this (0..1)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a run already in --out (otherwise only --resume continues it)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--no-pictures", action="store_true",
                         help="skip labels.png, train_batch0-2.jpg and results.png")
@@ -75,7 +77,7 @@ def run(args: argparse.Namespace) -> None:
                          device=args.device, amp=False if args.no_amp else None, eval_every=args.eval_every,
                          checkpoint_every=args.checkpoint_every, resume=args.resume, seed=args.seed,
                          synthetic_images=args.synthetic_images, progress=not args.quiet,
-                         overfit_batch=args.overfit_batch, stop_at_ap50=args.stop_at_ap50)
+                         overfit_batch=args.overfit_batch, stop_at_ap50=args.stop_at_ap50, overwrite=args.overwrite)
     observers = []
     if not args.no_pictures:
         from detviz.viz.training import TrainingPictures

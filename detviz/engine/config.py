@@ -17,7 +17,8 @@ from detviz.engine.families import Family
 from detviz.engine.optim import SCHEDULES
 
 __all__ = ["TrainConfig", "DEFAULT_LR", "OVERFIT_EVAL_EVERY", "OVERFIT_NAME", "check_config", "check_resume", "synthetic_train_dir",
-           "overfit_config", "write_overfit_batch"]
+           "overfit_config", "write_overfit_batch", "check_out",
+           "check_val_data", "RUN_FILES"]
 
 DEFAULT_LR = {"sgd": 0.01, "adamw": 1e-3}
 OVERFIT_EVAL_EVERY = 10
@@ -38,6 +39,8 @@ class TrainConfig:
     that hold a gt become one fixed batch (``batch_size`` = N), trained on without augmentation and
     evaluated on itself every ``eval_every`` steps (10 when 0); ``val_data`` must then be None.
     ``stop_at_ap50`` ends the run at the first evaluation whose AP50 reaches it.
+    An ``out`` that already holds a run (its checkpoint, weights or log) is refused unless the run
+    is resumed or ``overwrite`` is set.
     """
 
     model: str = "gfl"
@@ -71,6 +74,7 @@ class TrainConfig:
     progress: bool = True
     overfit_batch: int = 0  # 0: a normal run
     stop_at_ap50: float | None = None  # None: run all steps
+    overwrite: bool = False  # replace a run already in ``out`` (else only ``resume`` may continue it)
 
 
 # ---------------------------------------------------------------- data
@@ -159,3 +163,36 @@ def write_overfit_batch(dataset, size: int, out: Path) -> Path:
     path = out / OVERFIT_NAME
     write_atomic(path, json.dumps(document) + "\n")
     return path
+
+
+RUN_FILES = ("checkpoint.pt", "model.pt", "log.csv", "metrics.json")
+
+
+def check_out(config: TrainConfig) -> None:
+    """Refuse to train into a folder that holds another run, unless resuming or told to overwrite."""
+    out = Path(config.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out {out} is a file, not a folder")
+    found = [name for name in RUN_FILES if (out / name).exists()]
+    if found and not config.resume and not config.overwrite:
+        raise ValueError(f"out {out} already holds a run ({', '.join(found)}); continue it with "
+                         f"resume={str(out / 'checkpoint.pt')!r} (--resume), replace it with overwrite=True "
+                         "(--overwrite), or give another out")
+
+
+def check_val_data(dataset, folder) -> None:
+    """Read what evaluating ``dataset`` will need before any training: every image's header and every
+    annotation's ``area`` (pycocotools needs it), so that a bad val set fails now, not after the run."""
+    from PIL import Image, UnidentifiedImageError
+
+    missing = [ann.get("id") for ann in dataset.coco.dataset.get("annotations", []) if "area" not in ann]
+    if missing:
+        raise ValueError(f"val_data {folder}: {len(missing)} annotations have no 'area' (ids {missing[:5]}); "
+                         "COCO evaluation needs it (area = the object's pixel area, w * h for a box)")
+    for image_id in dataset.image_ids:
+        path = dataset.image_dir / dataset.coco.imgs[image_id]["file_name"]
+        try:
+            with Image.open(path) as image:
+                image.size  # the header alone: cheap, and what fails on a missing or foreign file
+        except (OSError, UnidentifiedImageError) as err:
+            raise OSError(f"val_data {folder}: cannot read image {path}: {err}") from err

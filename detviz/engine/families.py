@@ -28,6 +28,7 @@ family of your own (a subclass of :class:`Family`) is passed to
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, fields
 from types import MappingProxyType
@@ -38,7 +39,7 @@ from torch import Tensor, nn
 from detviz.gfl.model import normalize_images
 from detviz.gfl.predict import gfl_predict
 
-__all__ = ["Family", "FAMILIES", "get_family", "autocast"]
+__all__ = ["Family", "FAMILIES", "get_family", "autocast", "check_images"]
 
 
 def autocast(images: Tensor, enabled: bool):
@@ -94,6 +95,21 @@ class Family:
         return f"{type(self).__name__}(name={self.name!r})"
 
 
+def check_images(images: Tensor) -> Tensor:
+    """``images`` as every family takes them: a float Tensor[B, 3, H, W] in [0, 1]. Pixels in 0..255
+    would not fail later, they would give confident nonsense: refuse them here."""
+    if not isinstance(images, Tensor) or images.dim() != 4 or images.shape[1] != 3 or not images.is_floating_point():
+        got = f"{images.dtype} of shape {list(images.shape)}" if isinstance(images, Tensor) else type(images).__name__
+        raise ValueError(f"images must be a float Tensor[B, 3, H, W] in [0, 1], got {got}")
+    if images.numel():
+        low, high = float(images.min()), float(images.max())
+        # NaN and Inf pass: training's non-finite finder names them and blames the batch
+        if math.isfinite(low) and math.isfinite(high) and not (-1e-3 <= low and high <= 1 + 1e-3):
+            hint = " (pixels in 0..255: divide by 255)" if high > 1.5 else ""
+            raise ValueError(f"images must lie in [0, 1], got values in [{low:.4g}, {high:.4g}]{hint}")
+    return images
+
+
 def _float(outputs):
     """Network outputs back to float32 before a loss (a no-op without autocast)."""
     if isinstance(outputs, Tensor):
@@ -114,12 +130,14 @@ class GFLFamily(Family):
         return build_nanodet(_from_dict(NanoDetConfig, model_config))
 
     def loss(self, model, module, images, boxes, labels, amp=False):
+        check_images(images)
         inputs = normalize_images(images)
         with autocast(inputs, amp):
             cls_scores, bbox_preds = model(inputs)
         return module.loss(_float(cls_scores), _float(bbox_preds), boxes, labels)
 
     def predict(self, module, images):
+        check_images(images)
         return gfl_predict(module, normalize_images(images))
 
 
@@ -138,12 +156,14 @@ class FasterRCNNFamily(Family):
         return build_faster_rcnn(_from_dict(FasterRCNNConfig, model_config))
 
     def loss(self, model, module, images, boxes, labels, amp=False):
+        check_images(images)
         targets = [{"boxes": b, "labels": lab + 1} for b, lab in zip(boxes, labels)]  # 0 is the background
         with autocast(images, amp):
             losses = model(list(images), targets)
         return {k: v.float() for k, v in losses.items()}
 
     def predict(self, module, images):
+        check_images(images)
         with torch.no_grad():
             detections = module(list(images))
         return [{**d, "labels": d["labels"] - 1} for d in detections]
@@ -169,6 +189,7 @@ class YOLOv3Family(Family):
         return build_yolov3(_from_dict(YOLOv3Config, model_config))
 
     def loss(self, model, module, images, boxes, labels, amp=False):
+        check_images(images)
         from detviz.yolo import build_targets, yolo_loss
 
         size = tuple(images.shape[-2:])
@@ -181,6 +202,7 @@ class YOLOv3Family(Family):
                          anchors=anchors.to(images.device), box_loss="ciou")
 
     def predict(self, module, images):
+        check_images(images)
         from detviz.yolo.predict import yolo_predict
 
         anchors = torch.tensor(module.cfg.anchors, device=images.device)
@@ -201,12 +223,14 @@ class SparseFamily(Family):
         return build_sparse_detector(_from_dict(SparseDetectorConfig, model_config))
 
     def loss(self, model, module, images, boxes, labels, amp=False):
+        check_images(images)
         inputs = normalize_images(images)
         with autocast(inputs, amp):
             output = model(inputs)
         return module.loss(_float(output), boxes, labels, tuple(images.shape[-2:]))
 
     def predict(self, module, images):
+        check_images(images)
         from detviz.sparse.predict import sparse_predict
         return sparse_predict(module, normalize_images(images))
 

@@ -49,6 +49,9 @@ def predict_dataset(family: Family, module: nn.Module, dataset: CocoDetection, i
     the inverse warp matrix. ``dataset`` yields ``(image Tensor[3, H, W] in [0, 1], anything)``:
     a :class:`~detviz.datasets.CocoDetection` or an :class:`~detviz.datasets.ImageFolder`.
     """
+    if module.training:
+        raise ValueError("predict_dataset needs the module in eval mode (call module.eval()): in train mode "
+                         "BatchNorm would update its running statistics from these images and change the predictions")
     device = next(module.parameters()).device
     resize = NanoDetWarp((input_size, input_size), scale=(1.0, 1.0), translate=0.0, flip=0.0)
     fixed = torch.Generator().manual_seed(0)  # the draws do not matter: this warp is a plain resize

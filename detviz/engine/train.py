@@ -45,8 +45,8 @@ from detviz.datasets.coco import CocoDetection, open_dataset
 from detviz.engine.batches import AugmentedSamples, StepBatches, collate_square, derived_seed
 from detviz.engine.checkpoints import (CHECKPOINT_FORMAT, CHECKPOINT_NAME, MODEL_NAME, build_model_from_checkpoint,
                                        load_checkpoint, save_atomic)
-from detviz.engine.config import (DEFAULT_LR, OVERFIT_NAME, TrainConfig, check_config, check_resume, overfit_config,
-                                  synthetic_train_dir, write_overfit_batch)
+from detviz.engine.config import (DEFAULT_LR, OVERFIT_NAME, TrainConfig, check_config, check_out, check_resume,
+                                  check_val_data, overfit_config, synthetic_train_dir, write_overfit_batch)
 from detviz.engine.families import Family, get_family
 from detviz.engine.inference import dumps_metrics, evaluate_checkpoint, evaluate_model, finite_metrics, predict_dataset
 from detviz.engine.logs import LOG_NAME, METRICS_NAME, StepLog, metrics_history, write_metrics
@@ -165,6 +165,7 @@ def _setup(config: TrainConfig, family: Family, device: torch.device, world: Pro
     """Phase 1: the output folder, the datasets, the model (same initial weights in every process),
     the optimizer and the gradient scaler."""
     out = Path(config.out)
+    check_out(config)
     if world.main:
         out.mkdir(parents=True, exist_ok=True)
         if not config.data:
@@ -172,6 +173,8 @@ def _setup(config: TrainConfig, family: Family, device: torch.device, world: Pro
     world.barrier()
     dataset = open_dataset(config.data if config.data else synthetic_train_dir(config))
     val_dataset = open_dataset(config.val_data) if config.val_data else None
+    if val_dataset is not None:
+        check_val_data(val_dataset, config.val_data)
     if config.overfit_batch:  # the batch, written by rank 0, is the training and the validation data
         if world.main:
             write_overfit_batch(dataset, config.overfit_batch, out)
@@ -277,7 +280,9 @@ def _stop_nonfinite(run: _Run, batch: tuple, lr: float, terms: dict, term: str):
     if run.world.main:
         diagnosis = diagnose(run.family, run.model, run.module, images, boxes, labels, step=run.step + 1, lr=lr,
                              losses=terms, term=term, amp=run.amp, image_ids=run.batch_ids)
-        kept = (f"{run.out / CHECKPOINT_NAME} (step {run.saved_step})" if run.saved_step is not None else
+        checkpoint = run.out / CHECKPOINT_NAME
+        kept = (f"{checkpoint} (step {run.saved_step})" if run.saved_step is not None else
+                f"{checkpoint} (written before this run)" if checkpoint.is_file() else
                 "none: no checkpoint was written before this step")
         write_report(diagnosis, path, run.dataset.class_names, kept)
         _notify(run, "on_nonfinite", run.step, images.cpu(), [b.cpu() for b in boxes], [x.cpu() for x in labels],

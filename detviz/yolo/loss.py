@@ -57,7 +57,7 @@ def aligned_complete_box_iou(boxes1: Tensor, boxes2: Tensor, eps: float = 1e-7) 
     Returns:
         Tensor[N]: CIoU in [-1.5, 1] (IoU - rho^2/c^2 >= -1, alpha * v <= 0.5).
     """
-    _aligned_args(boxes1, boxes2)
+    boxes1, boxes2 = _aligned_args(boxes1, boxes2)  # float16 / bfloat16 upcast to float32, as torchvision
     inter, union = _inter_union(boxes1, boxes2)  # [N] each
     iou = inter / union
     enclosing_wh = _enclosing_wh(boxes1, boxes2)  # [N, 2]

@@ -92,3 +92,24 @@ def test_finite_metrics_turns_nan_into_none():
     cleaned = finite_metrics({"mAP": float("nan"), "AP50": 0.5, "per_class": {"a": float("nan")}, "summary_text": "x"})
     assert cleaned == {"mAP": None, "AP50": 0.5, "per_class": {"a": None}}
     json.dumps(cleaned, allow_nan=False)
+
+
+def test_predict_dataset_refuses_a_model_in_train_mode_and_leaves_it_alone(eager_model, tiny_data):
+    eager_model.train()
+    before = {k: v.clone() for k, v in eager_model.state_dict().items()}
+    with pytest.raises(ValueError, match=r"needs the module in eval mode \(call module.eval\(\)\)"):
+        predict_dataset(get_family("gfl"), eager_model, open_dataset(tiny_data), 64)
+    assert all(torch.equal(before[k], v) for k, v in eager_model.state_dict().items())  # BatchNorm untouched
+
+
+@pytest.mark.parametrize("name", ["gfl", "faster_rcnn", "yolov3", "sparse"])
+def test_every_family_refuses_pixels_in_0_255(name):
+    family = get_family(name)
+    module = family.build(3, 64).eval()
+    images = torch.rand(1, 3, 64, 64) * 255
+    with pytest.raises(ValueError, match=r"images must lie in \[0, 1\], got values in \[.*\] \(pixels in 0..255: "
+                                         r"divide by 255\)"):
+        family.predict(module, images)
+    with pytest.raises(ValueError, match=r"images must be a float Tensor\[B, 3, H, W\] in \[0, 1\], got torch.uint8"):
+        family.predict(module, images.to(torch.uint8))
+

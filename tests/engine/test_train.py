@@ -1,5 +1,6 @@
 """Tiny runs of detviz.engine.train: 5 synthetic 96 px images warped to 64 px."""
 import csv
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -159,7 +160,7 @@ def test_default_data_is_a_cached_synthetic_split(tmp_path):
     (folder,) = (tmp_path / "cache").iterdir()
     assert folder.name == "synthetic-train-n5-s96-seed1"
     stamp = (folder / "annotations.json").stat().st_mtime_ns
-    train(config)  # the second run reuses the cached split
+    train(dataclasses.replace(config, overwrite=True))  # the second run reuses the cached split
     assert (folder / "annotations.json").stat().st_mtime_ns == stamp
 
 
@@ -231,3 +232,35 @@ def test_nan_loss_stops_the_run_naming_the_step(tiny_data, tmp_path, monkeypatch
     with pytest.raises(FloatingPointError, match=r"step 1: non-finite loss term loss_qfl = nan; the batch is "
                                                  r"finite\. Details in .*nonfinite\.txt"):
         train(_config(tiny_data, tmp_path))
+
+
+# ---------------------------------------------------------------- nothing the user had is lost
+
+def test_a_finished_run_is_not_replaced_unless_asked(tiny_data, tmp_path):
+    first = train(_config(tiny_data, tmp_path, steps=1))
+    weights = first["model"].read_bytes()
+    with pytest.raises(ValueError, match=r"already holds a run \(checkpoint.pt, model.pt, log.csv\); continue it "
+                                         r"with resume=.*checkpoint.pt.*\(--resume\), replace it with overwrite=True"):
+        train(_config(tiny_data, tmp_path, steps=1))
+    assert first["model"].read_bytes() == weights
+    train(_config(tiny_data, tmp_path, steps=2, resume=str(first["checkpoint"])))  # continuing is fine
+    assert train(_config(tiny_data, tmp_path, steps=1, overwrite=True))["step"] == 1  # and so is asking
+
+
+def test_a_bad_val_set_fails_before_training(tiny_data, tmp_path):
+    import shutil
+    val = tmp_path / "val"
+    shutil.copytree(tiny_data, val)
+    broken = sorted((val / "images").iterdir())[2]
+    broken.write_bytes(b"not an image")
+    with pytest.raises(OSError, match=f"val_data {val}: cannot read image {broken}"):
+        train(_config(tiny_data, tmp_path / "run", val_data=str(val)))
+    assert not (tmp_path / "run" / "log.csv").exists()  # not one step was spent
+    broken.unlink()
+    shutil.copy(sorted((tiny_data / "images").iterdir())[2], broken)
+    document = json.loads((val / "annotations.json").read_text())
+    for ann in document["annotations"][:2]:
+        del ann["area"]
+    (val / "annotations.json").write_text(json.dumps(document))
+    with pytest.raises(ValueError, match=r"val_data .*: 2 annotations have no 'area' \(ids \[1, 2\]\)"):
+        train(_config(tiny_data, tmp_path / "run", val_data=str(val)))
