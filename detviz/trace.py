@@ -210,7 +210,13 @@ class Trace:
 
     @classmethod
     def load(cls, path: str | Path) -> Trace:
-        data = torch.load(path, weights_only=True)
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"trace file {path} does not exist")
+        try:
+            data = torch.load(path, weights_only=True)
+        except Exception as err:  # torch raises several types for a truncated or foreign file
+            raise ValueError(f"cannot read trace {path} (truncated or not a torch file?): "
+                             f"{type(err).__name__}: {str(err)[:200]}") from err
         if not isinstance(data, dict) or data.get("format") != _FORMAT:
             raise ValueError(f"{path} is not a saved detviz trace (expected a dict with format {_FORMAT!r})")
         return cls([TraceEntry(**d) for d in data["entries"]])

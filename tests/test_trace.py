@@ -127,6 +127,12 @@ def test_save_load_round_trip(tmp_path):
     torch.save({"x": 1}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="not a saved detviz trace"):
         Trace.load(tmp_path / "other.pt")
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes((tmp_path / "t.pt").read_bytes()[:200])
+    with pytest.raises(ValueError, match=f"cannot read trace {truncated} \\(truncated or not a torch file\\?\\)"):
+        Trace.load(truncated)
+    with pytest.raises(FileNotFoundError, match="trace file .*missing.pt does not exist"):
+        Trace.load(tmp_path / "missing.pt")
 
 
 def test_diff_finds_a_planted_divergence_and_its_index():

@@ -16,17 +16,16 @@ iscrowd=[M], ignore_boxes=[I, 4])``. At load time:
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
-from pycocotools.coco import COCO
 from torch import Tensor
 from torch.utils.data import Dataset
+
+from detviz.datasets.cocofile import load_coco
 
 __all__ = ["CocoDetection", "coco80_class_names", "collate_fn", "open_dataset", "read_image"]
 
@@ -43,14 +42,7 @@ class CocoDetection(Dataset):
     def __init__(self, image_dir: str | Path, ann_file: str | Path, label_offset: int = 0):
         self.image_dir = Path(image_dir)
         ann_file = Path(ann_file)
-        if not ann_file.is_file():
-            raise FileNotFoundError(f"COCO annotation file {ann_file} does not exist")
-        try:
-            with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress lines
-                self.coco = COCO(str(ann_file))
-        except (ValueError, KeyError, TypeError, AssertionError) as err:
-            # json errors are ValueErrors; pycocotools asserts that the top level is an object
-            raise ValueError(f"{ann_file} is not a readable COCO annotation file: {err}") from err
+        self.coco = load_coco(ann_file)  # every entry checked; errors name the file and the entry
         self.image_ids = sorted(self.coco.getImgIds())
         category_ids = sorted(self.coco.getCatIds())
         unknown = sorted({ann["category_id"] for ann in self.coco.anns.values()} - set(category_ids))
@@ -113,11 +105,21 @@ def coco80_class_names() -> dict[int, str]:
     return dict(enumerate(names))
 
 
+WIDE_MODES = {"I;16": 65535.0, "I;16B": 65535.0, "I;16L": 65535.0, "I": 65535.0}  # 16-bit grey, as PIL opens it
+
+
 def read_image(path: Path) -> Tensor:
-    """The image file at ``path`` as RGB ``Tensor[3, H, W]`` float32 in [0, 1]; OSError naming the file."""
+    """The image file at ``path`` as RGB ``Tensor[3, H, W]`` float32 in [0, 1]; OSError naming the file.
+
+    8-bit images are divided by 255; 16-bit grey ones (PIL modes ``I;16``, ``I``) by 65535 and
+    repeated over three channels (``convert("RGB")`` would clip them to a constant white)."""
     try:
         with Image.open(path) as image:
-            array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0  # [H, W, 3]
+            if image.mode in WIDE_MODES:
+                grey = np.asarray(image, dtype=np.float32) / WIDE_MODES[image.mode]  # [H, W]
+                array = np.repeat(np.clip(grey, 0.0, 1.0)[:, :, None], 3, axis=2)
+            else:
+                array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0  # [H, W, 3]
     except (FileNotFoundError, UnidentifiedImageError, OSError) as err:
         raise OSError(f"cannot read image {path}: {err}") from err
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()  # [H, W, 3] -> [3, H, W]

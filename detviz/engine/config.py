@@ -128,9 +128,10 @@ def check_config(config: TrainConfig, family: Family) -> None:
 
 
 def check_resume(config: TrainConfig, checkpoint: dict, world_size: int) -> None:
-    """A resumed run must draw the same batches: refuse changed settings that would change them."""
+    """A resumed run must draw the same batches and restore the same optimizer: refuse changed settings
+    that would change them (another optimizer's state would not load)."""
     stored = checkpoint["train_config"]
-    for name in ("batch_size", "seed", "input_size"):
+    for name in ("batch_size", "seed", "input_size", "optimizer"):
         if stored[name] != getattr(config, name):
             raise ValueError(f"{config.resume} was trained with {name}={stored[name]!r}; resume with the same "
                              f"value, not {getattr(config, name)!r}")

@@ -1,6 +1,7 @@
 import json
 import warnings
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -107,8 +108,12 @@ def test_gray_image_becomes_three_channels(tmp_path):
 def test_annotation_files_that_are_not_coco_are_named(tmp_path):
     not_an_object = tmp_path / "list.json"
     not_an_object.write_text("[]")
-    with pytest.raises(ValueError, match="list.json is not a readable COCO annotation file"):
+    with pytest.raises(ValueError, match="list.json must hold a JSON object with images, annotations and categories"):
         CocoDetection(tmp_path, not_an_object)
+    broken = tmp_path / "broken.json"
+    broken.write_text("{")
+    with pytest.raises(ValueError, match="broken.json is not a readable COCO annotation file"):
+        CocoDetection(tmp_path, broken)
     annotations = [{"id": 1, "image_id": 1, "category_id": 99, "bbox": [0, 0, 2, 2], "area": 4, "iscrowd": 0}]
     ann_file = _write(tmp_path, [{"id": 1, "file_name": "a.png", "width": 8, "height": 8}], annotations)
     with pytest.raises(ValueError, match=r"ann.json: annotations use category ids \[99\] that are not in"):
@@ -119,3 +124,48 @@ def test_coco80_names_follow_the_contiguous_labels():
     names = coco80_class_names()
     assert len(set(names.values())) == 80 and sorted(names) == list(range(80))
     assert (names[0], names[17], names[24], names[79]) == ("person", "horse", "backpack", "toothbrush")
+
+
+GOOD_IMAGE = {"id": 1, "file_name": "a.png", "width": 64, "height": 48}
+GOOD_BOX = {"id": 1, "image_id": 1, "category_id": 3, "bbox": [4, 5, 20, 10], "area": 200, "iscrowd": 0}
+
+
+def _document(**changes):
+    document = {"images": [dict(GOOD_IMAGE)], "annotations": [dict(GOOD_BOX)],
+                "categories": [{"id": 3, "name": "car"}]}
+    document.update(changes)
+    return document
+
+
+@pytest.mark.parametrize("document, message", [
+    (_document(categories=None), r"has no 'categories' list \(a COCO detection file needs"),
+    (_document(categories=[]), r"'categories' is empty; list every class as"),
+    (_document(categories=[{"id": 3}]), r"categories\[0\] has no 'name'"),
+    (_document(images=[{"id": 1}]), r"images\[0\] has no 'file_name'"),
+    (_document(annotations=[{k: v for k, v in GOOD_BOX.items() if k != "bbox"}]),
+     r"annotations\[0\] \(id 1\) has no 'bbox'"),
+    (_document(annotations=[{**GOOD_BOX, "bbox": [4, 5, 20]}]), r"bbox must be \[x, y, width, height\], four finite"),
+    (_document(annotations=[{**GOOD_BOX, "bbox": [4, float("nan"), 20, 10]}]), r"four finite numbers, got \[4, nan"),
+    (_document(annotations=[{**GOOD_BOX, "bbox": [40, 30, 10, -5]}]), r"width, height >= 0.*\[x1, y1, x2, y2\]"),
+    (_document(annotations=[{**GOOD_BOX, "image_id": 8}]), r"image_id 8 is not in 'images'"),
+    (_document(annotations=[{**GOOD_BOX, "bbox": [0.1, 0.2, 0.3, 0.25]}]), r"look like normalised coordinates"),
+])
+def test_bad_annotation_files_name_the_entry(tmp_path, document, message):
+    Image.new("RGB", (64, 48)).save(tmp_path / "a.png")
+    path = tmp_path / "ann.json"
+    path.write_text(json.dumps(document))
+    with pytest.raises(ValueError, match=message) as raised:
+        CocoDetection(tmp_path, path)
+    assert str(path) in str(raised.value)
+
+
+def test_sixteen_bit_grey_images_keep_their_contrast(tmp_path):
+    ramp = (np.arange(48 * 64, dtype=np.uint16).reshape(48, 64) * 21).astype(np.uint16)  # 0 .. 64491
+    Image.fromarray(ramp).save(tmp_path / "a.png")
+    path = tmp_path / "ann.json"
+    path.write_text(json.dumps(_document()))
+    image, _ = CocoDetection(tmp_path, path)[0]
+    assert image.shape == (3, 48, 64)
+    assert_close(image[0], torch.from_numpy(ramp.astype(np.float32) / 65535), rtol=0, atol=1e-6)
+    assert image.min() == 0 and image.max() > 0.98  # not the constant white convert("RGB") gave
+

@@ -114,6 +114,11 @@ def test_interrupted_run_resumes_exactly(tiny_data, tmp_path, monkeypatch):
         assert [int(r["step"]) for r in csv.DictReader(f)] == [1, 2, 3, 4]
 
 
+def test_resume_refuses_another_optimizer(one_step_checkpoint, tiny_data, tmp_path):
+    with pytest.raises(ValueError, match=r"was trained with optimizer='adamw'; resume with the same value, not 'sgd'"):
+        train(_config(tiny_data, tmp_path, steps=2, optimizer="sgd", resume=str(one_step_checkpoint)))
+
+
 @pytest.mark.parametrize("key, value, message", [
     ("model_family", "yolov3", "family 'yolov3', expected 'gfl'"),
     ("num_classes", 3, "num_classes=3, but the data has 6 classes"),
