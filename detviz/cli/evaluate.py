@@ -53,7 +53,8 @@ def _figures(dataset, metrics: dict, results: list, score_thresh: float) -> dict
     from detviz.evaluation import confusion_matrix, precision_recall_curves, prediction_from_coco_results
     from detviz.viz.pictures import confusion_figure, pr_curve_figure, predictions_grid
 
-    confusion = confusion_matrix(dataset.coco, results, score_threshold=score_thresh)
+    kept = [r for r in results if r["score"] >= score_thresh]  # one operating point for every picture
+    confusion = confusion_matrix(dataset.coco, kept, score_threshold=-1.0)  # kept is already cut
     samples = []
     for index in range(min(GRID_IMAGES, len(dataset))):
         image, target = dataset[index]

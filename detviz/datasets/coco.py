@@ -101,7 +101,8 @@ def coco80_class_names() -> dict[int, str]:
     labels mmdetection and NanoDet use; read from torchvision's weight metadata (no download)."""
     from torchvision.models.detection import FasterRCNN_ResNet50_FPN_Weights
 
-    names = [n for n in FasterRCNN_ResNet50_FPN_Weights.DEFAULT.meta["categories"] if n not in ("__background__", "N/A")]
+    categories = FasterRCNN_ResNet50_FPN_Weights.DEFAULT.meta["categories"]  # 91 ids, with gaps as "N/A"
+    names = [n for n in categories if n not in ("__background__", "N/A")]
     return dict(enumerate(names))
 
 

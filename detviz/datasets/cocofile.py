@@ -36,7 +36,7 @@ def _need(entry, keys: tuple, where: str) -> None:
 
 def _check_boxes(annotations: list, path: Path, image_ids: set) -> None:
     for k, ann in enumerate(annotations):
-        where = f"{path}: annotations[{k}] (id {ann.get('id')!r})" if isinstance(ann, dict) else f"{path}: annotations[{k}]"
+        where = f"{path}: annotations[{k}]" + (f" (id {ann.get('id')!r})" if isinstance(ann, dict) else "")
         _need(ann, ("id", "image_id", "category_id", "bbox"), where)
         bbox = ann["bbox"]
         if not isinstance(bbox, list) or len(bbox) != 4 or not all(map(_number, bbox)):

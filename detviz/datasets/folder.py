@@ -28,7 +28,8 @@ class ImageFolder(Dataset):
             raise FileNotFoundError(f"image folder {self.folder} does not exist")
         self.paths = sorted(p for p in self.folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
         if not self.paths:
-            raise ValueError(f"image folder {self.folder} holds no images (files ending in {', '.join(IMAGE_SUFFIXES)})")
+            raise ValueError(f"image folder {self.folder} holds no images (files ending in "
+                             f"{', '.join(IMAGE_SUFFIXES)})")
         twice = sorted(stem for stem, n in Counter(p.stem for p in self.paths).items() if n > 1)
         if twice:
             raise ValueError(f"image folder {self.folder}: several images share the name {twice[0]!r} "

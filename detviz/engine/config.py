@@ -16,9 +16,9 @@ from detviz._io import write_atomic
 from detviz.engine.families import Family
 from detviz.engine.optim import SCHEDULES
 
-__all__ = ["TrainConfig", "DEFAULT_LR", "OVERFIT_EVAL_EVERY", "OVERFIT_NAME", "check_config", "check_resume", "synthetic_train_dir",
-           "overfit_config", "write_overfit_batch", "check_out",
-           "check_val_data", "RUN_FILES"]
+__all__ = ["TrainConfig", "DEFAULT_LR", "OVERFIT_EVAL_EVERY", "OVERFIT_NAME", "RUN_FILES", "check_config",
+           "check_resume", "check_out", "check_val_data", "synthetic_train_dir", "overfit_config",
+           "write_overfit_batch"]
 
 DEFAULT_LR = {"sgd": 0.01, "adamw": 1e-3}
 OVERFIT_EVAL_EVERY = 10

@@ -105,7 +105,8 @@ def diagnose(family, model, module, images, boxes, labels, *, step: int, lr: flo
     first = _first_nonfinite(family, model, module, images, boxes, labels, amp)
     return Diagnosis(step=step, lr=lr, losses=losses, term=term, first_tensor=first,
                      bad_input=_bad_input(images, boxes), image_ids=list(image_ids),
-                     boxes=[b.detach().cpu().tolist() for b in boxes], labels=[x.detach().cpu().tolist() for x in labels])
+                     boxes=[b.detach().cpu().tolist() for b in boxes],
+                     labels=[x.detach().cpu().tolist() for x in labels])
 
 
 def write_report(diagnosis: Diagnosis, path, class_names: dict, checkpoint: str) -> None:

@@ -16,6 +16,6 @@ from detviz.evaluation.lrp import LRPResult, optimal_lrp
 from detviz.evaluation.matching import ObjectRecords, match_detections
 from detviz.evaluation.tide import TideResult, tide_errors
 
-__all__ = ["STAT_NAMES", "coco_metrics", "evaluate_coco", "precision_recall_curves", "prediction_from_coco_results", "to_coco_results",
-           "DetectionConfusion", "confusion_matrix", "LRPResult", "optimal_lrp", "ObjectRecords", "match_detections",
-           "TideResult", "tide_errors"]
+__all__ = ["STAT_NAMES", "coco_metrics", "evaluate_coco", "precision_recall_curves", "prediction_from_coco_results",
+           "to_coco_results", "DetectionConfusion", "confusion_matrix", "LRPResult", "optimal_lrp", "ObjectRecords",
+           "match_detections", "TideResult", "tide_errors"]

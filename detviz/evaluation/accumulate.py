@@ -61,7 +61,8 @@ def _outcomes(table: CocoTable, area: tuple[float, float]) -> tuple[np.ndarray, 
     return matched, np.where(matched, on_ignored, outside[:, None]), ~gts.ignored
 
 
-def _sorted_by_category(table: CocoTable, category_of: np.ndarray, num_categories: int) -> tuple[np.ndarray, np.ndarray]:
+def _sorted_by_category(table: CocoTable, category_of: np.ndarray,
+                        num_categories: int) -> tuple[np.ndarray, np.ndarray]:
     """Evaluated detections grouped by category k, each group by score descending, ties by ascending
     image id, then rank. Returns ``(order [E], bounds [K + 1])``: group k is ``order[bounds[k]:bounds[k + 1]]``."""
     ids = table.ids[0]

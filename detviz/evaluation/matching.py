@@ -40,7 +40,8 @@ import numpy as np
 from detviz._io import write_atomic
 from detviz.evaluation.cocotable import AREA_ALL, UNMATCHED, CocoTable, DetArrays, GtArrays, read_coco_table
 
-__all__ = ["IOU_THRESHOLDS", "MAX_DETS", "DetectionRecord", "GtRecord", "ObjectRecords", "coco_box_iou", "match_detections"]
+__all__ = ["IOU_THRESHOLDS", "MAX_DETS", "DetectionRecord", "GtRecord", "ObjectRecords", "coco_box_iou",
+           "match_detections"]
 
 IOU_THRESHOLDS = tuple(np.linspace(0.5, 0.95, 10).tolist())  # COCOeval's Params().iouThrs, bit for bit
 MAX_DETS = 100  # COCOeval's largest maxDets

@@ -30,7 +30,8 @@ def test_draws_every_image_and_writes_coco_results(eager_weights, tiny_data, pho
     assert main(["predict", "--checkpoint", str(eager_weights), "--images", str(photos), "--out", str(out),
                  "--score-thresh", "0.01"]) == 0
     stems = sorted(p.stem for p in photos.iterdir() if p.suffix in (".jpg", ".png"))
-    assert sorted(p.name for p in out.iterdir()) == sorted([f"{s}.jpg" for s in stems] + ["images.json", "results.json"])
+    expected = [f"{s}.jpg" for s in stems] + ["images.json", "results.json"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(expected)
     for stem in stems:
         with Image.open(out / f"{stem}.jpg") as drawn:
             assert drawn.format == "JPEG" and drawn.size == (240, 240 + TITLE_PIXELS)  # 96 px, enlarged for captions

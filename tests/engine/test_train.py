@@ -68,9 +68,9 @@ def test_observers_see_the_start_every_batch_and_every_evaluation(tiny_data, tmp
     recorder = Recorder()
     recorder.metrics = tmp_path / "run" / "metrics.json"
     train(_config(tiny_data, tmp_path / "run", steps=4, eval_every=2, val_data=str(tiny_data)), observers=[recorder])
-    assert recorder.events == [("start", 5), ("batch", 0, (2, 3, 64, 64), 2, 2, 2), ("batch", 1, (2, 3, 64, 64), 2, 2, 2),
-                               ("evaluation", 1), ("batch", 2, (2, 3, 64, 64), 2, 2, 2),
-                               ("batch", 3, (2, 3, 64, 64), 2, 2, 2), ("evaluation", 2)]
+    batch = ((2, 3, 64, 64), 2, 2, 2)  # images, boxes, labels, image ids
+    assert recorder.events == [("start", 5), ("batch", 0, *batch), ("batch", 1, *batch), ("evaluation", 1),
+                               ("batch", 2, *batch), ("batch", 3, *batch), ("evaluation", 2)]
 
 
 def test_all_empty_batch_gives_zero_finite_loss(tmp_path):
