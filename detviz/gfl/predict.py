@@ -17,6 +17,7 @@ The images given to the model are normalised first
 """
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -47,6 +48,12 @@ def decode_gfl_level(cls_score: Tensor, bbox_pred: Tensor, stride: int, reg_max:
         scores: Tensor[K, C] in [0, 1]; boxes: Tensor[K, 4] xyxy pixels of the input,
         K = min(nms_pre, H * W).
     """
+    if cls_score.dim() != 3 or bbox_pred.dim() != 3 or bbox_pred.shape[0] != 4 * (reg_max + 1) \
+            or bbox_pred.shape[1:] != cls_score.shape[1:]:
+        raise ValueError(f"cls_score must be [C, H, W] and bbox_pred [4 * (reg_max + 1) = {4 * (reg_max + 1)}, H, W] "
+                         f"on the same grid, got {list(cls_score.shape)} and {list(bbox_pred.shape)}")
+    if isinstance(nms_pre, bool) or not isinstance(nms_pre, numbers.Integral) or nms_pre < 1:
+        raise ValueError(f"nms_pre must be an int >= 1, got {nms_pre!r}")
     num_classes, h, w = cls_score.shape
     scores = cls_score.permute(1, 2, 0).reshape(h * w, num_classes).sigmoid()  # [C, H, W] -> [H*W, C]
     reg = bbox_pred.permute(1, 2, 0).reshape(h * w, -1)  # [4R, H, W] -> [H*W, 4R]
@@ -65,6 +72,31 @@ def _predict_per_image(scores: Tensor, boxes: Tensor, score_thresh: float, nms_t
     cand_boxes, cand_scores = boxes[prior_idx], scores[prior_idx, labels]  # [P, 4], [P]
     keep = batched_nms(cand_boxes, cand_scores, labels, nms_thresh)[:max_per_img]  # sorted by score
     return {"boxes": cand_boxes[keep], "labels": labels[keep], "scores": cand_scores[keep]}
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _check_predict_args(model, images, score_thresh, nms_thresh, max_per_img, nms_pre) -> None:
+    """ValueError naming the argument and what was expected."""
+    if not _is_number(score_thresh) or not 0.0 <= score_thresh < 1.0:
+        raise ValueError(f"score_thresh must be a number in [0, 1), got {score_thresh!r}")
+    if not _is_number(nms_thresh) or not 0.0 <= nms_thresh <= 1.0:
+        raise ValueError(f"nms_thresh must be an IoU in [0, 1], got {nms_thresh!r}")
+    for name, value in (("max_per_img", max_per_img), ("nms_pre", nms_pre)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    if not hasattr(model, "cfg") or not hasattr(model.cfg, "strides"):
+        raise ValueError(f"model must be a NanoDet-style model with cfg.strides and cfg.reg_max, got "
+                         f"{type(model).__name__}")
+    largest = max(model.cfg.strides)
+    if not isinstance(images, Tensor) or images.dim() != 4 or images.shape[1] != 3 or not images.is_floating_point():
+        got = list(images.shape) if isinstance(images, Tensor) else type(images).__name__
+        raise ValueError(f"images must be a float Tensor[B, 3, H, W], got {got}")
+    if images.shape[-2] % largest or images.shape[-1] % largest:
+        raise ValueError(f"images must have H and W multiples of the largest stride {largest}, got "
+                         f"{list(images.shape[-2:])} (pad or resize the input)")
 
 
 @torch.no_grad()
@@ -90,12 +122,12 @@ def gfl_predict(model: nn.Module, images: Tensor, *, score_thresh: float = 0.05,
         in [0, C), scores=Tensor[K] float in (score_thresh, 1])`` per image, by decreasing
         score, K <= max_per_img (K = 0 gives [0, 4], [0], [0] tensors).
     """
-    if not 0.0 <= score_thresh < 1.0:
-        raise ValueError(f"score_thresh must be in [0, 1), got {score_thresh!r}")
-    if max_per_img < 1:
-        raise ValueError(f"max_per_img must be >= 1, got {max_per_img!r}")
+    _check_predict_args(model, images, score_thresh, nms_thresh, max_per_img, nms_pre)
     cls_scores, bbox_preds = model(images)
     strides: Sequence[int] = model.cfg.strides
+    if len(cls_scores) != len(strides) or len(bbox_preds) != len(strides):
+        raise ValueError(f"the model returned {len(cls_scores)} levels of scores and {len(bbox_preds)} of boxes, "
+                         f"but its cfg.strides {tuple(strides)} has {len(strides)}")
     image_size = (int(images.shape[-2]), int(images.shape[-1]))
     predictions = []
     for b in range(images.shape[0]):

@@ -142,7 +142,7 @@ def test_decode_level_does_not_modify_its_inputs():
 
 @pytest.mark.parametrize("kwargs, message", [
     (dict(bbox_pred=torch.zeros(16, 2, 3)),  # 16 channels, but 4 * (2 + 1) = 12 expected
-     r"Tensor\[\.\.\., 4 \* \(reg_max \+ 1\)\] = \[\.\.\., 12\] logits, got shape \[6, 16\]"),
+     r"bbox_pred \[4 \* \(reg_max \+ 1\) = 12, H, W\] on the same grid, got \[2, 2, 3\] and \[16, 2, 3\]"),
     (dict(reg_max=0, bbox_pred=torch.zeros(4, 2, 3)), r"reg_max must be an int >= 1, got 0"),
     (dict(stride=0), r"stride must be a positive number of pixels, got 0"),
     (dict(image_size=16), r"must be \(height, width\), got 16"),
@@ -268,15 +268,29 @@ def test_gfl_predict_does_not_modify_its_inputs():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(score_thresh=-0.1), r"score_thresh must be in \[0, 1\), got -0\.1"),
-    (dict(score_thresh=1.0), r"score_thresh must be in \[0, 1\), got 1\.0"),
-    (dict(max_per_img=0), r"max_per_img must be >= 1, got 0"),
+    (dict(score_thresh=-0.1), r"score_thresh must be a number in \[0, 1\), got -0\.1"),
+    (dict(score_thresh=1.0), r"score_thresh must be a number in \[0, 1\), got 1\.0"),
+    (dict(max_per_img=0), r"max_per_img must be an int >= 1, got 0"),
+    (dict(nms_thresh=1.5), r"nms_thresh must be an IoU in \[0, 1\], got 1\.5"),
+    (dict(nms_pre=0), r"nms_pre must be an int >= 1, got 0"),
+    (dict(nms_pre=10.5), r"nms_pre must be an int >= 1, got 10\.5"),
+    (dict(images=torch.zeros(1, 3, 100, 96)), r"H and W multiples of the largest stride 16, got \[100, 96\]"),
+    (dict(images=torch.zeros(1, 96, 96)), r"images must be a float Tensor\[B, 3, H, W\], got \[1, 96, 96\]"),
 ])
 def test_gfl_predict_bad_arguments_before_running_the_model(kwargs, message):
     model = _Outputs(*_blank())
+    images = kwargs.pop("images", torch.zeros(1, 3, *INPUT))
     with pytest.raises(ValueError, match=message):
-        gfl_predict(model, torch.zeros(1, 3, *INPUT), **kwargs)
+        gfl_predict(model, images, **kwargs)
     assert model.calls == 0
+
+
+def test_a_model_whose_levels_do_not_match_its_strides_is_named():
+    cls, reg = _blank()
+    model = _Outputs(cls[:1], reg[:1])
+    with pytest.raises(ValueError, match=r"returned 1 levels of scores and 1 of boxes, but its cfg.strides "
+                                         r"\(8, 16\) has 2"):
+        gfl_predict(model, torch.zeros(1, 3, *INPUT))
 
 
 # ---------------------------------------------------------------- a NanoDet end to end
@@ -348,5 +362,5 @@ def test_gfl_predict_shapes_and_ranges():
 def test_gfl_predict_empty_output():
     (p,) = gfl_predict(_model(-20.0), torch.zeros(1, 3, 64, 64))
     assert p["boxes"].shape == (0, 4) and p["labels"].shape == (0,) and p["scores"].shape == (0,)
-    with pytest.raises(ValueError, match=r"score_thresh must be in \[0, 1\)"):
+    with pytest.raises(ValueError, match=r"score_thresh must be a number in \[0, 1\)"):
         gfl_predict(_model(0.0), torch.zeros(1, 3, 64, 64), score_thresh=1.5)
