@@ -257,6 +257,10 @@ def _clip(boxes: Tensor, size, name: str = "size") -> Tensor:
     if not (isinstance(size, (tuple, list, torch.Size)) and len(size) == 2):
         raise ValueError(f"{name} must be (height, width), got {size!r}")
     height, width = size
+    if isinstance(height, Tensor) or isinstance(width, Tensor):  # traced sizes (torch.jit / ONNX) pass as they are
+        pass
+    elif not (height >= 0 and width >= 0):  # a negative size would clamp every box into an empty range
+        raise ValueError(f"{name} must be (height, width) >= 0, got {tuple(size)!r}")
     x1, y1, x2, y2 = boxes.unbind(-1)
     return torch.stack([x1.clamp(0, width), y1.clamp(0, height), x2.clamp(0, width), y2.clamp(0, height)], dim=-1)
 
