@@ -250,6 +250,10 @@ def _step(run: _Run, images, boxes, labels, lr: float) -> dict:
     try:
         loss_dict = run.family.loss(run.model, run.module, images, boxes, labels, run.amp)
     except (ValueError, RuntimeError) as err:
+        if "more than 1 value per channel" in str(err):  # BatchNorm in train mode on a single value
+            raise ValueError(f"step {run.step + 1}: a BatchNorm layer saw one value per channel (batch_size "
+                             f"{images.shape[0]} per process at input_size {run.config.input_size}: the coarsest "
+                             "feature map is 1 x 1); train with batch_size >= 2 or a larger input_size") from err
         if not is_nonfinite_error(err):
             raise
         _stop_nonfinite(run, (images, boxes, labels), lr, {}, f"values inside the loss ({err})")

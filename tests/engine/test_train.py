@@ -269,3 +269,10 @@ def test_a_bad_val_set_fails_before_training(tiny_data, tmp_path):
     (val / "annotations.json").write_text(json.dumps(document))
     with pytest.raises(ValueError, match=r"val_data .*: 2 annotations have no 'area' \(ids \[1, 2\]\)"):
         train(_config(tiny_data, tmp_path / "run", val_data=str(val)))
+
+
+def test_a_batch_of_one_on_a_one_cell_map_names_batch_size_and_input_size(tiny_data, tmp_path):
+    with pytest.raises(ValueError, match=r"step 1: a BatchNorm layer saw one value per channel \(batch_size 1 per "
+                                         r"process at input_size 32.*train with batch_size >= 2"):
+        train(_config(tiny_data, tmp_path, steps=1, batch_size=1, input_size=32))
+
