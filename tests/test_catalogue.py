@@ -249,6 +249,14 @@ def test_a_full_disk_keeps_the_previous_file(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]  # no temporary left behind
 
 
+def test_a_truncated_metrics_file_is_named_on_resume(tmp_path):
+    from detviz.engine.logs import metrics_history
+    path = tmp_path / "metrics.json"
+    path.write_text('[{"step": 1, "mAP": 0.5}, {"st')
+    with pytest.raises(ValueError, match=f"{path} is not readable JSON .*restore it, or move it away"):
+        metrics_history(path, resumed_step=4)
+
+
 def test_an_interrupt_while_writing_a_folder_leaves_nothing(tmp_path):
     out = tmp_path / "report"
     with pytest.raises(KeyboardInterrupt), staged_folder(out) as work:

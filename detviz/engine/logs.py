@@ -39,7 +39,12 @@ class StepLog:
 def metrics_history(path: Path, resumed_step: int) -> list[dict]:
     """The entries of ``metrics.json`` up to ``resumed_step`` (none for a new run)."""
     if resumed_step and path.is_file():
-        return [m for m in json.loads(path.read_text()) if m["step"] <= resumed_step]
+        try:
+            entries = json.loads(path.read_text())
+        except (ValueError, UnicodeDecodeError) as err:
+            raise ValueError(f"{path} is not readable JSON ({err}); it holds the run's evaluations: restore it, "
+                             "or move it away to resume without them") from None
+        return [m for m in entries if m["step"] <= resumed_step]
     return []
 
 
