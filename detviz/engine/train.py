@@ -289,8 +289,11 @@ def _stop_nonfinite(run: _Run, batch: tuple, lr: float, terms: dict, term: str):
                 f"{checkpoint} (written before this run)" if checkpoint.is_file() else
                 "none: no checkpoint was written before this step")
         write_report(diagnosis, path, run.dataset.class_names, kept)
-        _notify(run, "on_nonfinite", run.step, images.cpu(), [b.cpu() for b in boxes], [x.cpu() for x in labels],
-                run.batch_ids)
+        try:
+            _notify(run, "on_nonfinite", run.step, images.cpu(), [b.cpu() for b in boxes], [x.cpu() for x in labels],
+                    run.batch_ids)
+        except Exception as err:  # a picture that fails must not hide why training stopped
+            raise NonFiniteError(f"{diagnosis.message(path)} (drawing the batch failed: {err})") from err
         raise NonFiniteError(diagnosis.message(path))
     raise NonFiniteError(f"step {run.step + 1}: non-finite {term} (rank {run.world.rank}); see {path}")
 

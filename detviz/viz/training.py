@@ -187,7 +187,9 @@ class TrainingPictures:
     def on_nonfinite(self, step: int, images, boxes, labels, image_ids=None) -> None:
         """``nonfinite_batch.jpg``: the batch of the step that met a NaN or an Inf."""
         images = torch.nan_to_num(images, nan=0.0, posinf=1.0, neginf=0.0)  # a NaN pixel must not stop the drawing
-        boxes = [torch.nan_to_num(b) for b in boxes]
+        boxes = [torch.nan_to_num(b).reshape(-1, 4) for b in boxes]
+        boxes = [torch.cat([torch.minimum(b[:, :2], b[:, 2:]), torch.maximum(b[:, :2], b[:, 2:])], dim=1)
+                 for b in boxes]  # corners a NaN turned into 0 may cross: draw the box they span
         figure = batch_figure(images, boxes, labels, self.class_names,
                               f"step {step + 1}: the batch that met a NaN or an Inf (see nonfinite.txt)", image_ids)
         save_figure(figure, self.out / "nonfinite_batch.jpg")

@@ -71,3 +71,15 @@ def test_pictures_follow_the_log_and_the_metrics(tmp_path):
     assert [p.name for p in tmp_path.iterdir() if p.suffix == ".png"] == ["results.png"]
     pictures.on_batch(3, torch.rand(2, 3, 16, 16), [torch.zeros(0, 4)] * 2, [torch.zeros(0, dtype=torch.int64)] * 2)
     assert not (tmp_path / "train_batch3.jpg").exists()  # only the first three steps
+
+
+def test_a_non_finite_batch_is_still_drawn(tmp_path):
+    pictures = TrainingPictures(tmp_path)
+    pictures.class_names = NAMES
+    images = torch.rand(2, 3, 32, 32)
+    images[0, 0, 3, 3] = float("nan")
+    boxes = [torch.tensor([[20.0, 2.0, float("nan"), 10.0]]), torch.tensor([[1.0, 1.0, 9.0, 9.0]])]
+    pictures.on_nonfinite(4, images, boxes, [torch.tensor([0]), torch.tensor([1])], [7, 8])
+    with Image.open(tmp_path / "nonfinite_batch.jpg") as picture:
+        assert picture.format == "JPEG"
+
