@@ -1,8 +1,16 @@
 """Input checks shared by the public functions: fail early, name what was expected."""
 from __future__ import annotations
 
+import math
+import numbers
+
 import torch
 from torch import Tensor
+
+
+def is_finite_number(value) -> bool:
+    """A finite real number: an int or float, numpy's included; not a bool, NaN or Inf."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def check_tensor(x, name: str, *, ndim: int | None = None, last_dim: int | None = None,

@@ -10,20 +10,16 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import math
-import numbers
 from pathlib import Path
 
 from pycocotools.coco import COCO
+
+from detviz._validate import is_finite_number
 
 __all__ = ["load_coco", "check_document"]
 
 NORMALISED_LIMIT = 1.5  # every box inside [0, 1.5] on images wider than this many pixels: normalised coordinates
 MIN_PIXEL_IMAGE = 32
-
-
-def _number(value) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _need(entry, keys: tuple, where: str) -> None:
@@ -39,14 +35,14 @@ def _check_boxes(annotations: list, path: Path, image_ids: set) -> None:
         where = f"{path}: annotations[{k}]" + (f" (id {ann.get('id')!r})" if isinstance(ann, dict) else "")
         _need(ann, ("id", "image_id", "category_id", "bbox"), where)
         bbox = ann["bbox"]
-        if not isinstance(bbox, list) or len(bbox) != 4 or not all(map(_number, bbox)):
+        if not isinstance(bbox, list) or len(bbox) != 4 or not all(map(is_finite_number, bbox)):
             raise ValueError(f"{where}: bbox must be [x, y, width, height], four finite numbers, got {bbox!r}")
         if bbox[2] < 0 or bbox[3] < 0:
             raise ValueError(f"{where}: bbox must be [x, y, width, height] with width, height >= 0, got {bbox!r} "
                              "([x1, y1, x2, y2] boxes must be converted)")
         if ann["image_id"] not in image_ids:
             raise ValueError(f"{where}: image_id {ann['image_id']!r} is not in 'images'")
-        if "area" in ann and not _number(ann["area"]):
+        if "area" in ann and not is_finite_number(ann["area"]):
             raise ValueError(f"{where}: area must be a finite number, got {ann['area']!r}")
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import math
 import os
 from collections.abc import Hashable
 from typing import NamedTuple
@@ -18,13 +17,14 @@ from typing import NamedTuple
 import numpy as np
 from pycocotools.coco import COCO
 
+from detviz._validate import is_finite_number
+
 __all__ = ["AREA_ALL", "UNMATCHED", "CocoTable", "DetArrays", "GtArrays", "read_coco_table"]
 
 AREA_ALL = (0.0, 1e10)  # COCOeval's area range "all": [0 ** 2, 1e5 ** 2]
 UNMATCHED = -1  # index of "no partner"
 RESULT_KEYS = ("image_id", "category_id", "bbox", "score")
 GT_KEYS = ("image_id", "category_id", "bbox")  # and "id", which COCO() itself requires
-NUMBER_TYPES = (int, float, np.integer, np.floating)  # what a score or bbox value may be (not bool)
 NUMERIC_KINDS = "iuf"  # numpy dtype kinds of int, unsigned and float arrays: not bool, str or object
 
 
@@ -47,10 +47,6 @@ class DetArrays(NamedTuple):
     score: np.ndarray  # [N] float64
 
 
-def _is_number(value) -> bool:
-    return isinstance(value, NUMBER_TYPES) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _check_entry(entry, where: str, keys: tuple, image_index: dict, category_index: dict) -> None:
     """Raise ValueError naming the entry (``where``) and what was expected, if it is bad."""
     if not isinstance(entry, dict) or not set(keys) <= entry.keys():
@@ -60,10 +56,10 @@ def _check_entry(entry, where: str, keys: tuple, image_index: dict, category_ind
         if not isinstance(entry[key], Hashable) or entry[key] not in known:
             raise ValueError(f"{where}: {key} {entry[key]!r} is not {what} of the ground truth (ids such as "
                              f"{list(known)[:5]})")
-    if "score" in keys and not _is_number(entry["score"]):
+    if "score" in keys and not is_finite_number(entry["score"]):
         raise ValueError(f"{where}: score must be a finite number, got {entry['score']!r}")
     bbox = entry["bbox"]
-    if not isinstance(bbox, (list, tuple, np.ndarray)) or len(bbox) != 4 or not all(map(_is_number, bbox)):
+    if not isinstance(bbox, (list, tuple, np.ndarray)) or len(bbox) != 4 or not all(map(is_finite_number, bbox)):
         raise ValueError(f"{where}: bbox must be 4 finite numbers [x, y, w, h], got {bbox!r}")
     if bbox[2] < 0 or bbox[3] < 0:
         raise ValueError(f"{where}: bbox must be [x, y, w, h] with w >= 0 and h >= 0 (COCO xywh, not xyxy), "

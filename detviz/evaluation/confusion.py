@@ -58,8 +58,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import math
-import numbers
 from collections.abc import Hashable
 from dataclasses import dataclass
 from os import PathLike
@@ -69,6 +67,7 @@ import numpy as np
 import torch
 from pycocotools.coco import COCO
 
+from detviz._validate import is_finite_number
 from detviz.boxes import box_iof, box_iou, box_xywh_to_xyxy
 
 __all__ = ["BACKGROUND", "MODES", "DetectionConfusion", "ImageBoxes", "confusion_matrix", "one_to_one_pairs",
@@ -120,14 +119,10 @@ def category_order(coco: COCO) -> tuple[tuple[int, ...], tuple[str, ...]]:
     return category_ids, names
 
 
-def _is_real(value) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _check_xywh(bbox, where: str) -> None:
     if isinstance(bbox, np.ndarray):
         bbox = bbox.tolist()
-    if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4 and all(_is_real(v) for v in bbox)):
+    if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4 and all(is_finite_number(v) for v in bbox)):
         raise ValueError(f"{where}: 'bbox' must be [x, y, w, h], four finite numbers, got {bbox!r}")
     if bbox[2] < 0 or bbox[3] < 0:
         raise ValueError(f"{where}: 'bbox' must be [x, y, w, h] with w >= 0 and h >= 0, got {bbox!r}")
@@ -144,7 +139,7 @@ def _check_result(entry, index: int, image_ids: set, category_ids: set) -> None:
         raise ValueError(f"{where}: category_id {entry['category_id']!r} is not a ground-truth category "
                          f"(known ids: {sorted(category_ids)})")
     _check_xywh(entry["bbox"], where)
-    if not _is_real(entry["score"]):
+    if not is_finite_number(entry["score"]):
         raise ValueError(f"{where}: 'score' must be a finite number, got {entry['score']!r}")
 
 
@@ -210,7 +205,7 @@ def crowd_overlap(det_boxes: np.ndarray, crowd_boxes: np.ndarray) -> np.ndarray:
 def check_unit_interval(value, name: str, *, low_open: bool = True, high_open: bool = False) -> float:
     """Return ``float(value)`` or raise naming the interval it must lie in."""
     low, high = "(" if low_open else "[", ")" if high_open else "]"
-    if not _is_real(value):
+    if not is_finite_number(value):
         raise TypeError(f"{name} must be a number in {low}0, 1{high}, got {value!r}")
     if (value <= 0 if low_open else value < 0) or (value >= 1 if high_open else value > 1):
         raise ValueError(f"{name} must lie in {low}0, 1{high}, got {value}")
@@ -346,7 +341,7 @@ def confusion_matrix(coco_gt, results: list, *, mode: str = "one_to_one", score_
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if score_threshold is None:
         score_threshold = DEFAULT_SCORE_THRESHOLD[mode]
-    if not _is_real(score_threshold):
+    if not is_finite_number(score_threshold):
         raise TypeError(f"score_threshold must be a finite number or None, got {score_threshold!r}")
     iou_threshold = check_unit_interval(iou_threshold, "iou_threshold")
     coco = load_ground_truth(coco_gt)

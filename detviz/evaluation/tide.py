@@ -57,17 +57,17 @@ from __future__ import annotations
 
 import contextlib
 import io
-import math
 from collections import Counter
 from collections.abc import Hashable
 from dataclasses import dataclass
-from numbers import Real
 from os import PathLike
 from typing import NamedTuple
 
 import numpy as np
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
+
+from detviz._validate import is_finite_number
 
 __all__ = ["TideScores", "TideResult", "tide_errors", "MAIN_ERRORS", "SPECIAL_ERRORS", "TRUE_POSITIVE",
            "BEYOND_MAX_DETS", "FOUND", "CROWD"]
@@ -164,20 +164,16 @@ def _load_ground_truth(coco_gt) -> COCO:
     raise TypeError(f"coco_gt must be a pycocotools COCO or a path to a COCO json, got {type(coco_gt).__name__}")
 
 
-def _is_number(value) -> bool:
-    return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _check_entry(entry, index: int, image_ids: set, category_ids: set) -> None:
     where = f"results[{index}]"
     if not isinstance(entry, dict) or not set(RESULT_KEYS) <= entry.keys():
         got = sorted(entry) if isinstance(entry, dict) else type(entry).__name__
         raise ValueError(f"{where} must be a dict with keys {list(RESULT_KEYS)}, got {got}")
     bbox = entry["bbox"]
-    if (not isinstance(bbox, (list, tuple)) or len(bbox) != 4 or not all(_is_number(v) for v in bbox)
+    if (not isinstance(bbox, (list, tuple)) or len(bbox) != 4 or not all(is_finite_number(v) for v in bbox)
             or bbox[2] < 0 or bbox[3] < 0):
         raise ValueError(f"{where}['bbox'] must be [x, y, w, h]: 4 finite numbers with w, h >= 0, got {bbox!r}")
-    if not _is_number(entry["score"]):
+    if not is_finite_number(entry["score"]):
         raise ValueError(f"{where}['score'] must be a finite number, got {entry['score']!r}")
     if not isinstance(entry["image_id"], Hashable) or entry["image_id"] not in image_ids:
         raise ValueError(f"{where}['image_id'] = {entry['image_id']!r} is not an image id of the ground truth")

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from detviz._validate import is_finite_number
 from detviz.anchors import center_points
 from detviz.boxes import batched_nms, distance2bbox
 from detviz.losses import distribution_project
@@ -74,15 +75,11 @@ def _predict_per_image(scores: Tensor, boxes: Tensor, score_thresh: float, nms_t
     return {"boxes": cand_boxes[keep], "labels": labels[keep], "scores": cand_scores[keep]}
 
 
-def _is_number(value) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
 def _check_predict_args(model, images, score_thresh, nms_thresh, max_per_img, nms_pre) -> None:
     """ValueError naming the argument and what was expected."""
-    if not _is_number(score_thresh) or not 0.0 <= score_thresh < 1.0:
+    if not is_finite_number(score_thresh) or not 0.0 <= score_thresh < 1.0:
         raise ValueError(f"score_thresh must be a number in [0, 1), got {score_thresh!r}")
-    if not _is_number(nms_thresh) or not 0.0 <= nms_thresh <= 1.0:
+    if not is_finite_number(nms_thresh) or not 0.0 <= nms_thresh <= 1.0:
         raise ValueError(f"nms_thresh must be an IoU in [0, 1], got {nms_thresh!r}")
     for name, value in (("max_per_img", max_per_img), ("nms_pre", nms_pre)):
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
