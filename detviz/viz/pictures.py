@@ -20,7 +20,7 @@ from detviz.viz.common import _image_hwc
 from detviz.viz.draw import draw_boxes, show_image
 from detviz.viz.errors import draw_confusion_matrix, draw_pr_curves
 
-__all__ = ["new_figure", "save_figure", "detections_figure", "predictions_grid", "confusion_figure",
+__all__ = ["new_figure", "save_figure", "figure_bytes", "detections_figure", "predictions_grid", "confusion_figure",
            "pr_curve_figure"]
 
 DPI = 100
@@ -42,10 +42,15 @@ def save_figure(fig: Figure, path: str | Path) -> Path:
     path = Path(path)
     if path.suffix.lower() not in FORMATS:
         raise ValueError(f"{path}: a figure is written as {', '.join(FORMATS)}, got suffix {path.suffix!r}")
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format=FORMATS[path.suffix.lower()], dpi=DPI)
-    write_atomic(path, buffer.getvalue())
+    write_atomic(path, figure_bytes(fig, FORMATS[path.suffix.lower()]))
     return path
+
+
+def figure_bytes(fig: Figure, image_format: str = "png") -> bytes:
+    """``fig`` encoded as a PNG (or JPEG) file, at ``DPI``."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=image_format, dpi=DPI)
+    return buffer.getvalue()
 
 
 def _kept(prediction: Mapping, score_thresh: float) -> tuple:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 from collections import Counter
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from detviz.analysis.errors import ErrorAnalysis, summary
 from detviz.analysis.missed import REASONS
 from detviz.viz.draw import draw_boxes, show_image
 from detviz.viz.errors import draw_error_bars, draw_missed_reasons
-from detviz.viz.pictures import confusion_figure, new_figure, pr_curve_figure
+from detviz.viz.pictures import confusion_figure, figure_bytes, new_figure, pr_curve_figure
 
 __all__ = ["report_figures", "write_report", "REPORT_NAME"]
 
@@ -134,12 +133,6 @@ def _worst_images(analysis: ErrorAnalysis, dataset) -> Figure:
     return fig
 
 
-def _png(fig: Figure) -> bytes:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    return buffer.getvalue()
-
-
 def write_report(analysis: ErrorAnalysis, out: str | Path, *, dataset=None, title: str = "detviz error analysis",
                  source: str = "") -> Path:
     """Write ``out/<figure>.png`` for every figure and ``out/report.html`` embedding them.
@@ -155,7 +148,7 @@ def write_report(analysis: ErrorAnalysis, out: str | Path, *, dataset=None, titl
     out = Path(out)
     pngs = {}
     for name, fig in report_figures(analysis, dataset).items():
-        pngs[name] = _png(fig)
+        pngs[name] = figure_bytes(fig)
         write_atomic(out / f"{name}.png", pngs[name])
     page = _html(analysis, pngs, title, source)
     write_atomic(out / REPORT_NAME, page.encode("utf-8"))
