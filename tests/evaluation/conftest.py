@@ -1,5 +1,6 @@
-"""What the evaluation tests share: a COCO ground truth built in memory."""
+"""What the evaluation tests share: a COCO ground truth built in memory, from a list of boxes or a dict."""
 import contextlib
+import copy
 import io
 
 from pycocotools.coco import COCO
@@ -14,8 +15,13 @@ def coco_in_memory(annotations, num_images, categories) -> COCO:
                "annotations": [{"id": k + 1, "image_id": image_id, "category_id": category_id, "bbox": bbox,
                                 "area": bbox[2] * bbox[3], "iscrowd": crowd}
                                for k, (image_id, category_id, bbox, crowd) in enumerate(annotations)]}
+    return coco_from_dataset(dataset)
+
+
+def coco_from_dataset(dataset: dict) -> COCO:
+    """The pycocotools index of a COCO ground-truth dict (a copy: the caller's dict is left as it is)."""
     coco = COCO()
-    coco.dataset = dataset
+    coco.dataset = copy.deepcopy(dataset)
     with contextlib.redirect_stdout(io.StringIO()):  # createIndex prints progress
         coco.createIndex()
     return coco

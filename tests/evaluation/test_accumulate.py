@@ -6,24 +6,16 @@ import math
 import numpy as np
 import pytest
 from numpy.testing import assert_array_equal
-from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from detviz.evaluation import STAT_NAMES, evaluate_coco, precision_recall_curves
 from detviz.evaluation.accumulate import coco_metrics
-
-
-def _coco(dataset: dict) -> COCO:
-    coco = COCO()
-    coco.dataset = copy.deepcopy(dataset)
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco.createIndex()
-    return coco
+from tests.evaluation.conftest import coco_from_dataset
 
 
 def _cocoeval(dataset: dict, results: list) -> COCOeval:
     """pycocotools, as its users run it, on copies of the inputs."""
-    gt = _coco(dataset)
+    gt = coco_from_dataset(dataset)
     with contextlib.redirect_stdout(io.StringIO()):
         cocoeval = COCOeval(gt, gt.loadRes(copy.deepcopy(results)), "bbox")
         cocoeval.evaluate()
@@ -79,7 +71,7 @@ def _random_case(rng: np.random.Generator, num_images: int = 12, num_categories:
 def test_equals_pycocotools_on_random_cases(seed):
     dataset, results = _random_case(np.random.default_rng(seed))
     reference = _cocoeval(dataset, results)
-    metrics = coco_metrics(_coco(dataset), results)
+    metrics = coco_metrics(coco_from_dataset(dataset), results)
     assert_array_equal(metrics["precision"], reference.eval["precision"])  # every entry, bit for bit
     assert_array_equal(metrics["recall"], reference.eval["recall"])
     assert [metrics[name] for name in STAT_NAMES] == reference.stats.tolist()
@@ -88,7 +80,7 @@ def test_equals_pycocotools_on_random_cases(seed):
 
 def test_equals_evaluate_coco_including_the_table_and_per_class_ap():
     dataset, results = _random_case(np.random.default_rng(100))
-    coco = _coco(dataset)
+    coco = coco_from_dataset(dataset)
     reference, metrics = evaluate_coco(coco, results), coco_metrics(coco, results)
     assert metrics["summary_text"] == reference["summary_text"]
     assert metrics["per_class"].keys() == reference["per_class"].keys()
@@ -111,7 +103,7 @@ def test_hand_computed_average_precision():
     results = [{"image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10], "score": 0.9},
                {"image_id": 1, "category_id": 1, "bbox": [80, 80, 10, 10], "score": 0.8},
                {"image_id": 1, "category_id": 1, "bbox": [50, 50, 10, 10], "score": 0.7}]
-    metrics = coco_metrics(_coco(dataset), results)
+    metrics = coco_metrics(coco_from_dataset(dataset), results)
     expected = (51 * 1.0 + 50 * (2 / 3)) / 101  # recall points 0..0.50 and 0.51..1.00
     assert metrics["AP50"] == pytest.approx(expected, abs=1e-12)
     assert metrics["mAP"] == pytest.approx(expected, abs=1e-12)  # exact boxes: the same at every IoU
@@ -122,7 +114,7 @@ def test_hand_computed_average_precision():
 
 def test_empty_results_are_scored_not_special_cased():
     dataset, _ = _random_case(np.random.default_rng(3))
-    metrics = coco_metrics(_coco(dataset), [])
+    metrics = coco_metrics(coco_from_dataset(dataset), [])
     assert metrics["mAP"] == 0.0 and metrics["AR100"] == 0.0
     regular = [a for a in dataset["annotations"] if not a["iscrowd"] and a["area"] <= 32 ** 2]
     assert metrics["AP_small"] == (0.0 if regular else -1.0)
@@ -133,15 +125,15 @@ def test_annotation_id_zero_is_a_true_positive_where_cocoeval_misreads_it():
                "annotations": [{"id": 0, "image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10], "area": 100,
                                 "iscrowd": 0}]}
     results = [{"image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10], "score": 0.9}]
-    assert coco_metrics(_coco(dataset), results)["AP50"] == pytest.approx(1.0)
+    assert coco_metrics(coco_from_dataset(dataset), results)["AP50"] == pytest.approx(1.0)
     assert _cocoeval(dataset, results).stats[1] == 0.0  # COCOeval: matched to id 0, counted as a false positive
 
 
 def test_bad_entries_are_named():
     dataset, results = _random_case(np.random.default_rng(4))
     with pytest.raises(ValueError, match=r"results\[2\]: image_id 12345 is not an image"):
-        coco_metrics(_coco(dataset), results[:2] + [dict(results[2], image_id=12345)])
+        coco_metrics(coco_from_dataset(dataset), results[:2] + [dict(results[2], image_id=12345)])
     with pytest.raises(ValueError, match=r"results\[0\]: score must be a finite number"):
-        coco_metrics(_coco(dataset), [dict(results[0], score=math.nan)])
+        coco_metrics(coco_from_dataset(dataset), [dict(results[0], score=math.nan)])
     with pytest.raises(TypeError, match="results must be a list"):
-        coco_metrics(_coco(dataset), {"bbox": [0, 0, 1, 1]})
+        coco_metrics(coco_from_dataset(dataset), {"bbox": [0, 0, 1, 1]})

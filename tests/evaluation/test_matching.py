@@ -8,22 +8,14 @@ import math
 import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
-from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval, Params
 
 import detviz._io
 from detviz.evaluation import matching
 from detviz.evaluation.matching import IOU_THRESHOLDS, ObjectRecords, coco_box_iou, match_detections
+from tests.evaluation.conftest import coco_from_dataset
 
 AREA_ALL = [0, 1e10]  # COCOeval's areaRng "all", as it appears in evalImgs entries
-
-
-def _coco(dataset: dict) -> COCO:
-    coco = COCO()
-    coco.dataset = copy.deepcopy(dataset)
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco.createIndex()
-    return coco
 
 
 def _dataset(boxes, images=(1,), categories=(1, 2)):
@@ -41,7 +33,7 @@ def _result(image_id, category_id, bbox, score):
 
 def _eval_images(dataset: dict, results: list) -> list[dict]:
     """COCOeval.evaluate() (bbox, default params) on copies; its entries for area range "all"."""
-    gt = _coco(dataset)
+    gt = coco_from_dataset(dataset)
     with contextlib.redirect_stdout(io.StringIO()):
         cocoeval = COCOeval(gt, gt.loadRes(copy.deepcopy(results)), "bbox")
         cocoeval.evaluate()
@@ -135,7 +127,7 @@ def _random_case(seed: int, num_images: int = 6, crowded_image_dets: int = 130):
 @pytest.mark.parametrize("seed", range(8))
 def test_matches_cocoeval_on_generated_cases(seed):
     dataset, results = _random_case(seed)
-    records = match_detections(_coco(dataset), results)
+    records = match_detections(coco_from_dataset(dataset), results)
     assert sum(not d.evaluated for d in records.detections) >= 30  # the > 100 rule was exercised
     _assert_matches_cocoeval(dataset, results, records)
 
@@ -143,13 +135,13 @@ def test_matches_cocoeval_on_generated_cases(seed):
 def test_matches_cocoeval_when_image_categories_span_several_blocks(monkeypatch):
     monkeypatch.setattr(matching, "PAIRS_PER_BLOCK", 2)
     dataset, results = _random_case(11)
-    _assert_matches_cocoeval(dataset, results, match_detections(_coco(dataset), results))
+    _assert_matches_cocoeval(dataset, results, match_detections(coco_from_dataset(dataset), results))
 
 
 def test_matches_cocoeval_with_fewer_max_dets():
     dataset, results = _random_case(3)
-    records = match_detections(_coco(dataset), results, max_dets=5)
-    gt = _coco(dataset)
+    records = match_detections(coco_from_dataset(dataset), results, max_dets=5)
+    gt = coco_from_dataset(dataset)
     with contextlib.redirect_stdout(io.StringIO()):
         cocoeval = COCOeval(gt, gt.loadRes(copy.deepcopy(results)), "bbox")
         cocoeval.params.maxDets = [1, 5]
@@ -191,7 +183,7 @@ def test_coco_box_iou_crowd_union_is_the_detection_area():
 def test_crowd_gt_takes_several_detections_and_ignores_them():
     dataset = _dataset([(1, 1, [0, 0, 10, 10], 1)])
     results = [_result(1, 1, [0, 0, 5, 10], 0.9), _result(1, 1, [5, 0, 5, 10], 0.8)]
-    records = match_detections(_coco(dataset), results)
+    records = match_detections(coco_from_dataset(dataset), results)
     assert [d.matched for d in records.detections] == [(1,) * 10, (1,) * 10]  # crowd IoU 50 / 50 = 1.0 each
     assert [d.ignored for d in records.detections] == [(True,) * 10, (True,) * 10]
     crowd = records.gts[0]
@@ -205,7 +197,7 @@ def test_crowd_gt_takes_several_detections_and_ignores_them():
 def test_a_regular_gt_beats_a_crowd_and_the_next_detection_falls_to_the_crowd():
     dataset = _dataset([(1, 1, [0, 0, 10, 10], 0), (1, 1, [0, 0, 20, 20], 1)])
     results = [_result(1, 1, [0, 0, 10, 10], 0.9), _result(1, 1, [0, 0, 10, 10], 0.8)]
-    records = match_detections(_coco(dataset), results)
+    records = match_detections(coco_from_dataset(dataset), results)
     first, second = records.detections
     assert (first.matched, first.ignored) == ((1,) * 10, (False,) * 10)  # IoU 1.0 with both; regular first
     assert (second.matched, second.ignored) == ((2,) * 10, (True,) * 10)  # crowd IoU 100 / 100
@@ -218,7 +210,7 @@ def test_a_detection_takes_a_lower_iou_gt_when_its_best_is_taken():
     # det2 = [1, 0, 10, 10] (x 1..11): IoU with A = 90 / 110 = 0.818 (taken), with B = 70 / 130 = 0.538.
     dataset = _dataset([(1, 1, [0, 0, 10, 10], 0), (1, 1, [4, 0, 10, 10], 0)])
     results = [_result(1, 1, [1, 0, 10, 10], 0.8), _result(1, 1, [0, 0, 10, 10], 0.9)]
-    records = match_detections(_coco(dataset), results)
+    records = match_detections(coco_from_dataset(dataset), results)
     det2, det1 = records.detections
     assert det1.matched == (1,) * 10 and det1.rank == 0 and det2.rank == 1
     assert det2.matched == (2,) + (None,) * 9  # only at 0.50: 0.538 < 0.55
@@ -234,7 +226,7 @@ def test_an_iou_tie_goes_to_the_later_gt():
     # det [1, 0, 10, 10] overlaps A = [0, 0, 10, 10] and B = [2, 0, 10, 10] by 90 / 110 = 0.818 each
     dataset = _dataset([(1, 1, [0, 0, 10, 10], 0), (1, 1, [2, 0, 10, 10], 0)])
     results = [_result(1, 1, [1, 0, 10, 10], 0.9)]
-    records = match_detections(_coco(dataset), results)
+    records = match_detections(coco_from_dataset(dataset), results)
     assert records.detections[0].matched == (2,) * 7 + (None,) * 3  # up to 0.80; 0.818 < 0.85
     _assert_matches_cocoeval(dataset, results, records)
 
@@ -242,7 +234,7 @@ def test_an_iou_tie_goes_to_the_later_gt():
 def test_equal_scores_keep_results_order_and_a_duplicate_is_a_false_positive():
     dataset = _dataset([(1, 1, [0, 0, 10, 10], 0)])
     results = [_result(1, 1, [0, 0, 10, 10], 0.7), _result(1, 1, [0, 0, 10, 10], 0.7)]
-    records = match_detections(_coco(dataset), results)
+    records = match_detections(coco_from_dataset(dataset), results)
     assert [d.rank for d in records.detections] == [0, 1]
     assert [d.matched[0] for d in records.detections] == [1, None]
     assert records.gts[0].matched == (0,) * 10
@@ -254,7 +246,7 @@ def test_an_ignore_key_without_iscrowd_changes_nothing():
     dataset = _dataset([(1, 1, [0, 0, 10, 10], 0)])
     dataset["annotations"][0]["ignore"] = 1
     results = [_result(1, 1, [0, 0, 10, 10], 0.7)]
-    records = match_detections(_coco(dataset), results)
+    records = match_detections(coco_from_dataset(dataset), results)
     assert records.gts[0].ignored is False and records.detections[0].matched == (1,) * 10
     _assert_matches_cocoeval(dataset, results, records)
 
@@ -264,20 +256,20 @@ def test_only_max_dets_per_image_and_category_are_evaluated():
     results = [_result(1, 1, [50, 50, 5, 5], 1.0 - i / 1000) for i in range(101)]  # 101 of class 1
     results += [_result(1, 2, [50, 50, 5, 5], 0.01)]  # class 2 has its own 100
     results += [_result(1, 1, [0, 0, 10, 10], 0.0001)]  # would match, but is 102nd by score
-    records = match_detections(_coco(dataset), results)
+    records = match_detections(coco_from_dataset(dataset), results)
     assert [d.evaluated for d in records.detections] == [True] * 100 + [False, True, False]
     assert records.detections[-1].matched == (None,) * 10 and records.detections[-1].best_same_iou == 1.0
     assert records.tp_fp_fn() == {"iou": 0.5, "tp": 0, "fp": 101, "fn": 1, "ignored": 0}
     _assert_matches_cocoeval(dataset, results, records)
-    assert match_detections(_coco(dataset), results, max_dets=200).tp_fp_fn()["tp"] == 1
+    assert match_detections(coco_from_dataset(dataset), results, max_dets=200).tp_fp_fn()["tp"] == 1
 
 
 def test_best_overlaps_across_classes():
     # gt 1: class 1 at [0, 0, 10, 10]; the only detection is class 2 at [0, 0, 10, 5]: IoU 50 / 100
     dataset = _dataset([(1, 1, [0, 0, 10, 10], 0), (1, 2, [40, 40, 10, 10], 0)])
     results = [_result(1, 2, [0, 0, 10, 5], 0.9)]
-    det = match_detections(_coco(dataset), results).detections[0]
-    gt1, gt2 = match_detections(_coco(dataset), results).gts
+    det = match_detections(coco_from_dataset(dataset), results).detections[0]
+    gt1, gt2 = match_detections(coco_from_dataset(dataset), results).gts
     assert (det.best_gt_iou, det.best_gt_ann_id, det.best_gt_category_id, det.best_same_iou) == (0.5, 1, 1, 0.0)
     assert (gt1.best_same_iou, gt1.best_other_iou, gt1.best_other_category_id) == (0.0, 0.5, 2)
     assert (gt2.best_same_iou, gt2.best_other_iou, gt2.best_other_category_id) == (0.0, 0.0, None)
@@ -286,20 +278,20 @@ def test_best_overlaps_across_classes():
 
 def test_an_image_without_gts_and_empty_results():
     dataset = _dataset([(1, 1, [0, 0, 10, 10], 0), (1, 1, [30, 30, 10, 10], 1)], images=(1, 2))
-    records = match_detections(_coco(dataset), [_result(2, 1, [0, 0, 10, 10], 0.9)])
+    records = match_detections(coco_from_dataset(dataset), [_result(2, 1, [0, 0, 10, 10], 0.9)])
     det = records.detections[0]
     assert (det.matched, det.ignored, det.best_gt_iou, det.best_gt_ann_id) == ((None,) * 10, (False,) * 10, 0.0, None)
     assert records.tp_fp_fn() == {"iou": 0.5, "tp": 0, "fp": 1, "fn": 1, "ignored": 0}
-    empty = match_detections(_coco(dataset), [])
+    empty = match_detections(coco_from_dataset(dataset), [])
     assert empty.detections == [] and [g.matched for g in empty.gts] == [(None,) * 10] * 2
     assert empty.tp_fp_fn(0.75) == {"iou": 0.75, "tp": 0, "fp": 0, "fn": 1, "ignored": 0}  # the crowd is no FN
-    no_gts = match_detections(_coco(_dataset([])), [_result(1, 2, [0, 0, 1, 1], 0.5)])
+    no_gts = match_detections(coco_from_dataset(_dataset([])), [_result(1, 2, [0, 0, 1, 1], 0.5)])
     assert no_gts.gts == [] and no_gts.detections[0].matched == (None,) * 10
 
 
 def test_inputs_are_not_modified_and_a_path_works(tmp_path):
     dataset, results = _random_case(5)
-    coco, before = _coco(dataset), copy.deepcopy(results)
+    coco, before = coco_from_dataset(dataset), copy.deepcopy(results)
     records = match_detections(coco, results)
     assert results == before and coco.dataset == dataset
     path = tmp_path / "gt.json"
@@ -310,7 +302,7 @@ def test_inputs_are_not_modified_and_a_path_works(tmp_path):
 
 def test_generated_counts_add_up():
     dataset, results = _random_case(2)
-    records = match_detections(_coco(dataset), results)
+    records = match_detections(coco_from_dataset(dataset), results)
     regular_gts = sum(not g.ignored for g in records.gts)
     evaluated = sum(d.evaluated for d in records.detections)
     for iou in IOU_THRESHOLDS:
@@ -343,7 +335,7 @@ GOOD = {"image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10], "score": 0.5}
     ({**GOOD, "bbox": [5, 5, 10, 2]}, None),  # fine: only the next entry is bad
 ])
 def test_bad_results_name_the_entry(entry, message):
-    coco = _coco(_dataset([(1, 1, [0, 0, 10, 10], 0)]))
+    coco = coco_from_dataset(_dataset([(1, 1, [0, 0, 10, 10], 0)]))
     if message is None:
         assert len(match_detections(coco, [GOOD, entry]).detections) == 2
         return
@@ -352,7 +344,7 @@ def test_bad_results_name_the_entry(entry, message):
 
 
 def test_other_bad_inputs():
-    coco = _coco(_dataset([(1, 1, [0, 0, 10, 10], 0)]))
+    coco = coco_from_dataset(_dataset([(1, 1, [0, 0, 10, 10], 0)]))
     with pytest.raises(TypeError, match="results must be a list of COCO result dicts, got dict"):
         match_detections(coco, GOOD)
     with pytest.raises(TypeError, match="coco_gt must be a pycocotools COCO or the path of a COCO json, got dict"):
@@ -364,14 +356,14 @@ def test_other_bad_inputs():
         match_detections(coco, [{**GOOD, "score": 10 ** 30}])  # a Python int numpy cannot hold
     bad_gt = _dataset([(1, 1, [0, 0, 10, 10], 0), (1, 1, [0, 0, 10, -2], 0)])
     with pytest.raises(ValueError, match=r"annotations\[1\]: bbox must be \[x, y, w, h\] with w >= 0"):
-        match_detections(_coco(bad_gt), [GOOD])
+        match_detections(coco_from_dataset(bad_gt), [GOOD])
     unknown = _dataset([(1, 4, [0, 0, 10, 10], 0)])
     with pytest.raises(ValueError, match=r"annotations\[0\]: category_id 4 is not a category"):
-        match_detections(_coco(unknown), [])
+        match_detections(coco_from_dataset(unknown), [])
     twice = _dataset([(1, 1, [0, 0, 10, 10], 0)] * 2)
     twice["annotations"][1]["id"] = 1
     with pytest.raises(ValueError, match="annotation ids must be unique"):
-        match_detections(_coco(twice), [])
+        match_detections(coco_from_dataset(twice), [])
 
 
 # ---------------------------------------------------------------- exports
@@ -380,7 +372,7 @@ def test_other_bad_inputs():
 def records():
     dataset = _dataset([(1, 1, [0, 0, 10, 10], 0), (1, 1, [4, 0, 10, 10], 0), (1, 2, [50, 50, 10, 10], 1)])
     results = [_result(1, 1, [1, 0, 10, 10], 0.8), _result(1, 1, [0, 0, 10, 10], 0.9)]
-    return match_detections(_coco(dataset), results)
+    return match_detections(coco_from_dataset(dataset), results)
 
 
 def test_rows_are_flat_with_a_column_per_threshold(records):

@@ -15,10 +15,10 @@ import math
 
 import numpy as np
 import pytest
-from pycocotools.coco import COCO
 
 from detviz.evaluation.tide import (BEYOND_MAX_DETS, CROWD, FOUND, MAIN_ERRORS, SPECIAL_ERRORS, TRUE_POSITIVE,
                                     tide_errors)
+from tests.evaluation.conftest import coco_from_dataset
 
 AP_TOLERANCE = 0.01  # AP points
 IMAGE_W, IMAGE_H = 640, 480
@@ -40,14 +40,6 @@ def _coco(annotations, num_images=1):
                        for i in range(1, num_images + 1)],
             "categories": [{"id": c, "name": f"c{c}"} for c in (*GT_CATEGORIES, NO_GT_CATEGORY)],
             "annotations": annotations}
-
-
-def _gt(coco_dict):
-    gt = COCO()
-    gt.dataset = copy.deepcopy(coco_dict)
-    with contextlib.redirect_stdout(io.StringIO()):  # createIndex prints
-        gt.createIndex()
-    return gt
 
 
 def _det(image_id, category_id, bbox, score):
@@ -205,7 +197,7 @@ def oracle_cases():
 def test_agrees_with_tidecv(name, oracle_cases, run_tidecv):
     coco_dict, results = oracle_cases[name]
     theirs = run_tidecv(coco_dict, results)
-    ours = tide_errors(_gt(coco_dict), results)
+    ours = tide_errors(coco_from_dataset(coco_dict), results)
     assert _disagreements(ours, theirs) == []
     assert 0 < ours.ap50 < 100
 
@@ -213,7 +205,7 @@ def test_agrees_with_tidecv(name, oracle_cases, run_tidecv):
 def test_oracle_cases_hold_every_type(oracle_cases):
     detection_types, gt_types, ignored = set(), set(), False
     for coco_dict, results in oracle_cases.values():
-        result = tide_errors(_gt(coco_dict), results)
+        result = tide_errors(coco_from_dataset(coco_dict), results)
         detection_types |= set(result.detection_types)
         gt_types |= set(result.gt_types.values())
         ignored |= any(result.detection_ignored)
@@ -228,7 +220,7 @@ def test_a_perturbed_case_disagrees(oracle_cases, run_tidecv):
     perturbed = copy.deepcopy(results)
     first_tp = theirs["detection_types"].index(TRUE_POSITIVE)
     perturbed[first_tp]["bbox"][0] += 2 * perturbed[first_tp]["bbox"][2]  # moved off its gt
-    found = _disagreements(tide_errors(_gt(coco_dict), perturbed), theirs)
+    found = _disagreements(tide_errors(coco_from_dataset(coco_dict), perturbed), theirs)
     assert "detection_types differ" in found and any("detviz" in line for line in found)  # a figure too
 
 
@@ -236,7 +228,7 @@ def test_tidecv_cannot_average_zero_classes_where_detviz_gives_zero(run_tidecv):
     coco_dict = _coco([_ann(1, 1, 2, [0, 0, 10, 10])])
     with pytest.raises(ZeroDivisionError):
         run_tidecv(coco_dict, [])  # the Miss fix leaves no class to average
-    result = tide_errors(_gt(coco_dict), [])
+    result = tide_errors(coco_from_dataset(coco_dict), [])
     assert result.ap50 == 0.0 and result.errors == dict.fromkeys(MAIN_ERRORS, 0.0)
     assert result.special == dict.fromkeys(SPECIAL_ERRORS, 0.0) and result.gt_types == {1: "Miss"}
     assert result.counts == {**dict.fromkeys(MAIN_ERRORS, 0), "Miss": 1}
@@ -305,7 +297,7 @@ def _all_errors(result):
 
 def test_a_single_dupe():
     # ranking T F T over 2 gts: precision 1 up to recall 0.5 (51 recall points), then 2/3 (50 points)
-    result = tide_errors(_gt(_dupe_case()[0]), _dupe_case()[1])
+    result = tide_errors(coco_from_dataset(_dupe_case()[0]), _dupe_case()[1])
     assert result.ap50 == pytest.approx((51 + 50 * 2 / 3) / 101 * 100)  # 83.50
     assert _all_errors(result) == pytest.approx(_zeros_but(Dupe=100 - result.ap50, FalsePos=100 - result.ap50))
     assert result.detection_types == [TRUE_POSITIVE, "Dupe", TRUE_POSITIVE]
@@ -314,14 +306,14 @@ def test_a_single_dupe():
 
 
 def test_a_single_bkg():
-    result = tide_errors(_gt(_bkg_case()[0]), _bkg_case()[1])  # ranking F T: precision 1/2 at every recall
+    result = tide_errors(coco_from_dataset(_bkg_case()[0]), _bkg_case()[1])  # ranking F T: precision 1/2 at every recall
     assert result.ap50 == pytest.approx(50.0)
     assert _all_errors(result) == pytest.approx(_zeros_but(Bkg=50.0, FalsePos=50.0))
     assert result.detection_types == ["Bkg", TRUE_POSITIVE] and result.detection_gt_ids == [None, 1]
 
 
 def test_fixing_a_loc_error_finds_its_gt():
-    result = tide_errors(_gt(_loc_case()[0]), _loc_case()[1])
+    result = tide_errors(coco_from_dataset(_loc_case()[0]), _loc_case()[1])
     assert result.ap50 == pytest.approx(51 / 101 * 100)  # recall stops at 0.5: 51 of 101 points
     assert _all_errors(result) == pytest.approx(_zeros_but(Loc=50 / 101 * 100, FalseNeg=50 / 101 * 100))
     assert result.gt_types == {1: FOUND, 2: "Loc"}  # claimed, so not a Miss
@@ -331,7 +323,7 @@ def test_fixing_a_loc_error_finds_its_gt():
 def test_a_cls_error_and_a_category_without_gt():
     # classes 2 (a gt, nothing found) and 5 (a detection, no gt) both have AP 0; the fix moves the
     # detection to class 2 (AP 100) and leaves class 5 empty, out of the mean
-    result = tide_errors(_gt(_cls_case()[0]), _cls_case()[1])
+    result = tide_errors(coco_from_dataset(_cls_case()[0]), _cls_case()[1])
     assert result.ap50 == 0.0 and _all_errors(result) == pytest.approx(_zeros_but(Cls=100.0))
     assert list(result.per_class) == [2, 5] and result.per_class[2].errors["Cls"] == pytest.approx(100.0)
     assert result.per_class[5].ap50 == 0.0 and result.per_class[5].errors["Cls"] == 0.0
@@ -339,7 +331,7 @@ def test_a_cls_error_and_a_category_without_gt():
 
 
 def test_a_crowd_region_and_a_miss():
-    result = tide_errors(_gt(_crowd_and_miss_case()[0]), _crowd_and_miss_case()[1])
+    result = tide_errors(coco_from_dataset(_crowd_and_miss_case()[0]), _crowd_and_miss_case()[1])
     assert result.ap50 == pytest.approx(51 / 101 * 100)  # the detection in the crowd is not ranked
     assert _all_errors(result) == pytest.approx(_zeros_but(Miss=50 / 101 * 100, FalseNeg=50 / 101 * 100))
     assert result.detection_types == ["Bkg", TRUE_POSITIVE] and result.detection_ignored == [True, False]
@@ -347,7 +339,7 @@ def test_a_crowd_region_and_a_miss():
 
 
 def test_iou_thresholds_are_compared_as_tidecv_does():
-    result = tide_errors(_gt(_thresholds_case()[0]), _thresholds_case()[1])
+    result = tide_errors(coco_from_dataset(_thresholds_case()[0]), _thresholds_case()[1])
     assert result.detection_types == [TRUE_POSITIVE, "Dupe", "Loc", "Loc", "Bkg", "Bkg", "Bkg", "Cls"]
     assert result.detection_gt_ids == [1, 1, 1, 2, None, None, None, 1]
     assert result.detection_ignored == [False] * 6 + [True, False]
@@ -359,7 +351,7 @@ def test_iou_thresholds_are_compared_as_tidecv_does():
 
 
 def test_only_the_first_100_detections_of_an_image_count():
-    result = tide_errors(_gt(_max_dets_case()[0]), _max_dets_case()[1])
+    result = tide_errors(coco_from_dataset(_max_dets_case()[0]), _max_dets_case()[1])
     assert result.detection_types == ["Bkg"] * 100 + [BEYOND_MAX_DETS]
     assert result.gt_types == {1: "Miss"} and result.ap50 == 0.0
 
@@ -367,7 +359,7 @@ def test_only_the_first_100_detections_of_an_image_count():
 @pytest.mark.parametrize("name", MICRO_CASES)
 def test_micro_cases_agree_with_tidecv(name, run_tidecv):
     coco_dict, results = MICRO_CASES[name]()
-    assert _disagreements(tide_errors(_gt(coco_dict), results), run_tidecv(coco_dict, results)) == []
+    assert _disagreements(tide_errors(coco_from_dataset(coco_dict), results), run_tidecv(coco_dict, results)) == []
 
 
 # ---------------------------------------------------------------- inputs
@@ -379,12 +371,12 @@ def test_a_json_path_gives_the_same_result_and_results_are_not_modified(tmp_path
     before = copy.deepcopy(results)
     with contextlib.redirect_stdout(io.StringIO()) as printed:
         from_path = tide_errors(path, results)
-    assert from_path == tide_errors(_gt(coco_dict), results) == tide_errors(str(path), results)
+    assert from_path == tide_errors(coco_from_dataset(coco_dict), results) == tide_errors(str(path), results)
     assert results == before and printed.getvalue() == ""
 
 
 def test_empty_ground_truth_and_results():
-    result = tide_errors(_gt(_coco([])), [])
+    result = tide_errors(coco_from_dataset(_coco([])), [])
     assert result.ap50 == 0.0 and result.per_class == {} and result.gt_types == {}
     assert _all_errors(result) == _zeros_but() and result.detection_types == []
 
@@ -407,7 +399,7 @@ def test_empty_ground_truth_and_results():
 ])
 def test_bad_results_are_rejected(results, error, match):
     with pytest.raises(error, match=match):
-        tide_errors(_gt(_coco([])), results)
+        tide_errors(coco_from_dataset(_coco([])), results)
 
 
 def test_bad_ground_truth_is_rejected():
