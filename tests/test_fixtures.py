@@ -212,7 +212,7 @@ def test_entry_has_required_keys_and_valid_lines(name):
     assert re.fullmatch(r"[a-z0-9_]+(\.[a-z0-9_]+)*", name), name
     missing = [k for k in ENTRY_KEYS if k not in entry]
     assert not missing, f"{name} lacks {missing}"
-    assert set(entry) <= set(ENTRY_KEYS) | {"remark", "also_lines"}, sorted(entry)
+    assert set(entry) <= set(ENTRY_KEYS) | {"remark", "also_lines", "not_checked"}, sorted(entry)
     assert entry["quote"] in QUOTE_KINDS
     assert entry["decimals"] is None or (isinstance(entry["decimals"], int) and entry["decimals"] > 0)
     for key in ("block", "units", "layout"):
@@ -569,7 +569,8 @@ def test_other_traces_quote_their_notes(trace_name):
     for name in trace.names():
         entry = trace.entry(name)
         assert not [k for k in ENTRY_KEYS if k not in entry], (trace_name, name)
-        assert set(entry) <= set(ENTRY_KEYS) | {"remark", "also_lines", ENTRY_NOTE_KEY}, (trace_name, name, sorted(entry))
+        assert set(entry) <= set(ENTRY_KEYS) | {"remark", "also_lines", "not_checked", ENTRY_NOTE_KEY}, (trace_name, name,
+                                                                                          sorted(entry))
         note = entry.get(ENTRY_NOTE_KEY, trace.note)
         assert (NOTES_DIR / note).is_file(), (trace_name, name, note)
         if note != trace.note:
