@@ -2,7 +2,6 @@
 import json
 
 import pytest
-import torch
 
 from detviz.datasets.coco import open_dataset
 from detviz.engine.checkpoints import load_checkpoint
