@@ -135,10 +135,11 @@ def train(config: TrainConfig, family: Family | None = None, observers: Sequence
             :class:`detviz.viz.training.TrainingPictures`, which the ``train`` command passes.
 
     Returns:
-        ``dict(step=int, losses=[{name: float} per step run now], metrics=[{step, mAP, ...}],
-        checkpoint=Path, model=Path, log=Path, seconds=float, images_per_second=float,
-        module=the trained model, ema_module=its average or None, reached_ap50=whether the run
-        stopped because an evaluation reached ``stop_at_ap50``)``.
+        A dict: ``step`` (int), ``losses`` (``[{name: float}]``, one per step run now), ``metrics``
+        (``[{step, mAP, ...}]``), ``checkpoint``, ``model`` and ``log`` (Paths), ``seconds``,
+        ``images_per_second``, ``module`` (the trained model), ``ema_module`` (its average or
+        None), ``reached_ap50`` (whether the run stopped because an evaluation reached
+        ``stop_at_ap50``).
 
     Raises:
         ValueError: bad settings, or ``resume`` names a checkpoint of another model family

@@ -1,10 +1,12 @@
 """Training targets of the GFL head (NanoDet's ``target_assign``), for a batch.
 
-Per image: assign the grid cells with ATSS, then
+Per image: assign the grid cells with ATSS, then::
+
     labels        = gt class for positives, C (background) elsewhere,
     label_weights = 1 for positives and negatives, 0 for ignored cells,
     bbox_targets  = the assigned gt box (xyxy pixels) for positives, 0 elsewhere,
     bbox_weights  = 1 for positives, 0 elsewhere.
+
 Then split every per-image [N, ...] tensor into per-level [B, N_l, ...] tensors,
 the ``mlvl_*`` lists of the NanoDet trace, because the loss runs level by level.
 """

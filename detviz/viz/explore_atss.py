@@ -49,7 +49,9 @@ MAX_TOPK = 15  # the explorer's slider range; atss_state itself takes any topk >
 class ATSSState(NamedTuple):
     """One gt's ATSS assignment in a traced sample, for one ``topk``.
 
-    With K = topk candidates on each of the L = 3 levels and N = 2100 grid cells:
+    With K = topk candidates on each of the L = 3 levels and N = 2100 grid cells.
+
+    Attributes:
         sample: 1 or 2; gt_index: the gt (0-based, column of the note's tables); label: its class.
         topk: K.
         candidate_idxs: Tensor[K*L] int64, the gt's candidates level by level (stride 8 first),

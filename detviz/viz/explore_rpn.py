@@ -46,12 +46,13 @@ SETTINGS = ("pre_nms_top_n", "post_nms_top_n", "nms_thresh", "score_thresh", "mi
 class RPNFilterState(NamedTuple):
     """One image's proposals through the RPN filter, for one choice of settings.
 
-    counts: dict stage -> proposals left after it, for every name in :data:`STAGES`.
-    boxes: Tensor[P, 4] kept proposals, xyxy pixels of the resized (unpadded) image.
-    scores: Tensor[P] their objectness probabilities, descending.
-    settings: dict of the five values used (pre_nms_top_n, post_nms_top_n, nms_thresh,
-        score_thresh, min_size).
-    image_size: (h, w) of the resized image before padding.
+    Attributes:
+        counts: dict stage -> proposals left after it, for every name in :data:`STAGES`.
+        boxes: Tensor[P, 4] kept proposals, xyxy pixels of the resized (unpadded) image.
+        scores: Tensor[P] their objectness probabilities, descending.
+        settings: dict of the five values used (pre_nms_top_n, post_nms_top_n, nms_thresh,
+            score_thresh, min_size).
+        image_size: (h, w) of the resized image before padding.
     """
 
     counts: dict
