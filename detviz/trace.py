@@ -17,7 +17,13 @@ gets a suffix: ``name``, ``name#1``, ``name#2`` ...
 Each leaf becomes a :class:`TraceEntry`: shape, dtype, min / max / mean and the first few
 values. Full values are kept for tensors of at most ``max_numel`` elements, or for all with
 ``full=True``; large tensors stay summaries, so a trace of a whole detector is cheap to keep
-and to save. Usage::
+and to save. Statistics are read in the tensor's own dtype: min and max exactly, a float32 mean within
+1e-6 * mean(|x|) of the float64 one (torch's float32 sum), half precision summed in float32. Data seen
+again (same memory, shape, strides, dtype and ``_version``, the first tensor alive) is not summarised
+or copied again: a container returning its child's output gets an alias entry (same statistics, the
+very same ``values`` tensor), so names never depend on whether a module hands a tensor through. An
+in-place module (``ReLU(inplace=True)``) makes new data: its own entry and copy; the entry before
+keeps the values from before the change. Usage::
 
     with Tracer(model, modules=["backbone", "rpn.head"]) as tr:
         model(images)
@@ -30,8 +36,9 @@ from __future__ import annotations
 import fnmatch
 import html
 import math
+import weakref
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -42,6 +49,7 @@ __all__ = ["record", "Tracer", "Trace", "TraceEntry", "Divergence", "diff", "act
 
 HEAD = 5  # values shown in tables and kept in every summary
 MAX_NUMEL = 64  # tensors up to this size keep their full values by default
+DIFF_CHUNK = 1 << 20  # elements compared at a time by diff
 _FORMAT = "detviz.trace/1"
 
 _active: Tracer | None = None  # the one active tracer, or None
@@ -54,9 +62,8 @@ def record(name: str, value: Any) -> None:
         name: dotted name, e.g. ``"rpn.top_n_idx"``.
         value: a tensor, a number, or a (nested) tuple/list/dict/named tuple of them.
     """
-    if _active is None:
-        return
-    _active._add(name, value, source="record")
+    if _active is not None:
+        _active._add(name, value, source="record")
 
 
 def active_tracer() -> Tracer | None:
@@ -64,7 +71,6 @@ def active_tracer() -> Tracer | None:
     return _active
 
 
-# ----------------------------------------------------------------------------- entries
 @dataclass
 class TraceEntry:
     """One recorded tensor.
@@ -91,41 +97,41 @@ class TraceEntry:
     @classmethod
     def from_tensor(cls, name: str, tensor: Tensor, source: str, keep_values: bool) -> TraceEntry:
         t = tensor.detach()
-        stats = t.to(torch.float64) if t.numel() else None
-        if stats is not None and t.is_complex():
-            stats = stats.abs()
-        return cls(
-            name=name, source=source, shape=list(t.shape), dtype=str(t.dtype),
-            min=None if stats is None else float(stats.min()),
-            max=None if stats is None else float(stats.max()),
-            mean=None if stats is None else float(stats.mean()),
-            head=t.reshape(-1)[:HEAD].cpu().tolist(),
-            values=t.cpu().clone() if keep_values else None,
-        )
+        low, high, mean = _summary(t)
+        return cls(name=name, source=source, shape=list(t.shape), dtype=str(t.dtype), min=low, max=high,
+                   mean=mean, head=_head(t), values=t.cpu().clone() if keep_values else None)
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "source": self.source, "shape": self.shape, "dtype": self.dtype,
-                "min": self.min, "max": self.max, "mean": self.mean, "head": self.head, "values": self.values}
+        return dict(vars(self))  # the fields above, values as they are (no copies)
 
     def row(self) -> list[str]:
         """Table cells: name, shape, dtype, min, max, mean, first values."""
-        values = ", ".join(_fmt(v) for v in self.head)
-        numel = math.prod(self.shape)
-        if numel > len(self.head):
-            values += ", ..."
+        values = ", ".join(_fmt(v) for v in self.head) + (", ..." if math.prod(self.shape) > len(self.head) else "")
         return [self.name, str(self.shape), self.dtype.replace("torch.", ""),
                 _fmt(self.min), _fmt(self.max), _fmt(self.mean), f"[{values}]"]
 
 
+def _summary(t: Tensor) -> tuple[float | None, float | None, float | None]:
+    """(min, max, mean) read in the tensor's own dtype, in two passes, without a float64 copy."""
+    if t.numel() == 0:
+        return None, None, None
+    t = t.abs() if t.is_complex() else t
+    low, high = torch.aminmax(t)  # one pass for both
+    if not t.is_floating_point():
+        return float(low), float(high), int(t.sum()) / t.numel()  # ints and bools: exact int64 sum
+    mean = t.mean(dtype=torch.float32) if t.element_size() < 4 else t.mean()  # half: sum in float32
+    return float(low), float(high), float(mean)
+
+
+def _head(t: Tensor) -> list:
+    """The first ``HEAD`` values in row-major order; a non-contiguous tensor is not copied whole."""
+    flat = t.reshape(-1) if t.is_contiguous() else t[torch.unravel_index(torch.arange(min(HEAD, t.numel())), t.shape)]
+    return flat[:HEAD].cpu().tolist()
+
+
 def _fmt(value) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, int):
-        return str(value)
-    if math.isnan(value) or math.isinf(value):
-        return str(value)
+    if value is None or isinstance(value, int) or not math.isfinite(value):  # bools are ints
+        return "-" if value is None else str(value)
     if value == int(value) and abs(value) < 1e9:
         return str(int(value))
     return f"{value:.4g}"
@@ -222,7 +228,6 @@ class Trace:
         return cls([TraceEntry(**d) for d in data["entries"]])
 
 
-# ----------------------------------------------------------------------------- flattening
 def _leaves(name: str, value: Any) -> Iterator[tuple[str, Tensor]]:
     """(name, tensor) for every tensor-like leaf of a nested value; other leaves are skipped."""
     if isinstance(value, Tensor):
@@ -245,7 +250,6 @@ def _leaves(name: str, value: Any) -> Iterator[tuple[str, Tensor]]:
             yield from _leaves(f"{name}[{i}]", item)
 
 
-# ----------------------------------------------------------------------------- tracer
 class Tracer:
     """Context manager that records a :class:`Trace` while it is active.
 
@@ -265,24 +269,17 @@ class Tracer:
                  records: bool = True, full: bool = False, max_numel: int = MAX_NUMEL):
         if model is not None and not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module or None, got {type(model).__name__}")
-        if isinstance(modules, str):
-            modules = [modules]
-        self.model = model
-        self.patterns = None if modules is None else list(modules)
-        self.records = records
-        self.full = full
-        self.max_numel = max_numel
-        self.trace = Trace()
-        self._handles: list = []
-        self._counts: dict[str, int] = {}
+        self.model, self.records, self.full, self.max_numel = model, records, full, max_numel
+        self.patterns = [modules] if isinstance(modules, str) else None if modules is None else list(modules)
+        self.trace, self._handles, self._counts = Trace(), [], {}
+        self._seen: dict[tuple, tuple] = {}  # memory key -> (weakref to the tensor, _version, entry)
 
     def hooked_names(self) -> list[str]:
         """Names of the submodules that get a hook, in ``named_modules`` order."""
         if self.model is None:
             return []
         return [name for name, _ in self.model.named_modules()
-                if (self.patterns is None and name) or
-                (self.patterns is not None and any(fnmatch.fnmatchcase(name, p) for p in self.patterns))]
+                if (name if self.patterns is None else any(fnmatch.fnmatchcase(name, p) for p in self.patterns))]
 
     def __enter__(self) -> Tracer:
         global _active
@@ -295,7 +292,7 @@ class Tracer:
         if self.patterns and not names:
             raise ValueError(f"modules {self.patterns} match no submodule of {type(self.model).__name__}; "
                              f"names start with {[n for n, _ in self.model.named_modules()][1:6]}")
-        self.trace, self._counts = Trace(), {}
+        self.trace, self._counts, self._seen = Trace(), {}, {}
         modules = dict(self.model.named_modules()) if self.model is not None else {}
         for name in names:
             self._handles.append(modules[name].register_forward_hook(self._hook(name or "model")))
@@ -306,13 +303,11 @@ class Tracer:
         global _active
         for handle in self._handles:
             handle.remove()
-        self._handles = []
+        self._handles, self._seen = [], {}
         _active = None
 
     def _hook(self, name: str):
-        def hook(module, inputs, output):
-            self._add(name, output, source="hook")
-        return hook
+        return lambda module, inputs, output: self._add(name, output, source="hook")
 
     def _add(self, name: str, value: Any, source: str) -> None:
         if source == "record" and not self.records:
@@ -321,8 +316,19 @@ class Tracer:
             seen = self._counts.get(leaf_name, 0)
             self._counts[leaf_name] = seen + 1
             unique = leaf_name if seen == 0 else f"{leaf_name}#{seen}"
-            keep = self.full or tensor.numel() <= self.max_numel
-            self.trace._append(TraceEntry.from_tensor(unique, tensor, source, keep))
+            self.trace._append(self._entry(unique, tensor, source))
+
+    def _entry(self, name: str, tensor: Tensor, source: str) -> TraceEntry:
+        """A new entry, or an alias of the entry that holds the same data (see the module docstring)."""
+        key = None if tensor.numel() == 0 or tensor.layout != torch.strided or tensor.is_inference() else \
+            (tensor.device, tensor.dtype, tensor.data_ptr(), tuple(tensor.shape), tensor.stride())
+        ref, version, entry = self._seen.get(key, (lambda: None, None, None))
+        if (first := ref()) is not None and first._version == version == tensor._version:  # alive: memory not reused
+            return replace(entry, name=name, source=source)
+        entry = TraceEntry.from_tensor(name, tensor, source, self.full or tensor.numel() <= self.max_numel)
+        if key is not None:
+            self._seen[key] = (weakref.ref(tensor), tensor._version, entry)
+        return entry
 
     # conveniences delegating to the trace
     def table(self, max_rows: int | None = None) -> str:
@@ -332,7 +338,6 @@ class Tracer:
         return self.trace.to_text(rename)
 
 
-# ----------------------------------------------------------------------------- diff
 class Divergence(NamedTuple):
     """The first entry where two traces disagree.
 
@@ -355,34 +360,45 @@ class Divergence(NamedTuple):
 
 
 def _as_trace(t) -> Trace:
-    if isinstance(t, Tracer):
-        return t.trace
-    if isinstance(t, Trace):
-        return t
+    if isinstance(t, Trace | Tracer):
+        return t.trace if isinstance(t, Tracer) else t
     raise TypeError(f"diff needs Trace or Tracer objects, got {type(t).__name__}")
 
 
 def _close(a: float | None, b: float | None, rtol: float, atol: float) -> bool:
     if a is None or b is None:
         return a is b
-    if math.isnan(a) or math.isnan(b):
-        return math.isnan(a) and math.isnan(b)
-    return abs(a - b) <= atol + rtol * abs(b)
+    return (math.isnan(a) and math.isnan(b)) or abs(a - b) <= atol + rtol * abs(b)  # one NaN: False
 
 
 def _diff_values(name: str, a: Tensor, b: Tensor, rtol: float, atol: float) -> Divergence | None:
-    a64, b64 = a.to(torch.float64), b.to(torch.float64)
-    both_nan = a64.isnan() & b64.isnan()
-    bad = ~(((a64 - b64).abs() <= atol + rtol * b64.abs()) | both_nan)
-    if not bad.any():
+    """Elementwise, ``DIFF_CHUNK`` elements at a time: a screen in the tensors' own dtype keeps the positions
+    that differ or that rounding could misjudge (1e-5 >> float32's roundings); only those go to float64."""
+    if torch.equal(a, b):  # the common case, in one pass
         return None
-    err = torch.where(bad, (a64 - b64).abs().nan_to_num(nan=math.inf), torch.zeros_like(a64))
-    flat = int(err.reshape(-1).argmax())
-    index = tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), a.shape)) if a.dim() else ()
-    return Divergence(name, "values",
-                      f"{int(bad.sum())} of {a.numel()} values differ; max abs diff {float(err.max()):.4g} at "
-                      f"index {list(index)} ({a64.reshape(-1)[flat].item():.6g} vs {b64.reshape(-1)[flat].item():.6g})",
-                      float(err.max()), index)
+    flat_a, flat_b = a.reshape(-1), b.reshape(-1)
+    floating, wide = a.is_floating_point(), torch.complex128 if a.is_complex() else torch.float64
+    count, worst = 0, (-1.0, 0, 0.0, 0.0)  # (max abs diff, flat index, value in a, value in b)
+    for start in range(0, flat_a.numel(), DIFF_CHUNK):
+        x, y = flat_a[start:start + DIFF_CHUNK], flat_b[start:start + DIFF_CHUNK]
+        if floating:
+            x, y = (x.float(), y.float()) if x.element_size() < 4 else (x, y)
+            err, tol = (x - y).abs_(), y.abs().mul_(rtol).add_(atol)
+            maybe = ~(err <= tol * (1 - 1e-5)) | tol.isinf() | ((tol < torch.finfo(x.dtype).tiny) & (err > 0))
+        where = start + torch.nonzero(maybe if floating else x != y).squeeze(1)  # [K]; not floating: any change
+        x, y = flat_a[where].to(wide), flat_b[where].to(wide)  # [K] each
+        err = (x - y).abs()
+        err = torch.where((err <= atol + rtol * y.abs()) | (x == y) | (x.isnan() & y.isnan()), -1.0,
+                          err.nan_to_num(nan=math.inf))  # [K], -1 where they agree
+        count += int((err >= 0).sum())
+        if err.numel() and float(err.max()) > worst[0]:  # argmax: the first of equal maxima
+            j = int(err.argmax())
+            worst = (float(err[j]), int(where[j]), x[j].item(), y[j].item())
+    if count == 0:
+        return None
+    index = tuple(int(i) for i in torch.unravel_index(torch.tensor(worst[1]), a.shape)) if a.dim() else ()
+    return Divergence(name, "values", f"{count} of {a.numel()} values differ; max abs diff {worst[0]:.4g} at "
+                      f"index {list(index)} ({worst[2]:.6g} vs {worst[3]:.6g})", worst[0], index)
 
 
 def _diff_entry(a: TraceEntry, b: TraceEntry, rtol: float, atol: float) -> Divergence | None:
@@ -408,19 +424,25 @@ def diff(trace_a, trace_b, rtol: float = 1e-5, atol: float = 1e-6) -> Divergence
     """The first entry, in ``trace_a``'s order, where the traces disagree; None when they agree.
 
     Compares names (an entry missing from either side), then shape, dtype and values: full values
-    elementwise when both sides kept them (``|a - b| <= atol + rtol * |b|``, NaN equals NaN),
-    otherwise the first values and min / max / mean with the same tolerance.
+    elementwise when both sides kept them (``|a - b| <= atol + rtol * |b|`` decided in float64, NaN
+    equals NaN, equal infinities agree, no float64 copy of a whole tensor), otherwise the first values
+    and min / max / mean with the same tolerance. A pair of ``values`` tensors (aliases) is compared once.
 
     Args:
         trace_a, trace_b: :class:`Trace` or :class:`Tracer`.
     """
     a, b = _as_trace(trace_a), _as_trace(trace_b)
+    agreed = set()  # (id, id) of pairs of values tensors found equal
     for entry in a:
         if entry.name not in b:
             return Divergence(entry.name, "missing", "present in the first trace only")
-        found = _diff_entry(entry, b[entry.name], rtol, atol)
-        if found is not None:
-            return found
+        other = b[entry.name]
+        pair = (id(entry.values), id(other.values))
+        if entry.values is None or other.values is None or pair not in agreed:
+            found = _diff_entry(entry, other, rtol, atol)
+            if found is not None:
+                return found
+            agreed.add(pair)
     for entry in b:
         if entry.name not in a:
             return Divergence(entry.name, "missing", "present in the second trace only")

@@ -6,8 +6,9 @@ bucket. A gt with no positive prior never teaches the detector anything: the rep
 those gts and counts them per bucket.
 
 Two assigners are wrapped with one interface (``assign(gt_boxes) -> Tensor[N] gt index``,
-negative for background/ignored priors), each built from the model's own settings so that the
-report shows what that model trains on:
+negative for background/ignored priors; ``assign_with_ious`` also returns the [N, M] prior-gt IoU
+the assignment computed, which the report reads instead of computing it again), each built from
+the model's own settings so that the report shows what that model trains on:
 
 * :class:`ATSSPriorAssigner`: ATSS on NanoDet's grid cells at a fixed input size, from a
   :class:`~detviz.gfl.model.NanoDetConfig` (:meth:`~ATSSPriorAssigner.from_config`: strides,
@@ -24,7 +25,8 @@ Resizing: every image is plainly resized (no letterbox, no aspect kept) to the a
 ``input_size``, and its boxes scaled by ``(W_in / w, H_in / h)``; sizes and buckets are measured
 in that network-input frame, since that is what the assigner sees. The COCO buckets use the
 same thresholds as COCO (sqrt(area) < 32 small, < 96 medium, else large), but on the resized
-boxes, not on the original annotation areas.
+boxes, not on the original annotation areas. An image whose json entry lacks ``width``/``height``
+is measured from its file's header (PIL reads only the header until the pixels are asked for).
 
 The report's figures are :func:`detviz.viz.plot_report` and :func:`detviz.viz.plot_buckets`.
 """
@@ -34,8 +36,10 @@ import math
 import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
+from PIL import Image
 from torch import Tensor, nn
 
 from detviz.anchors import level_slices, multilevel_grid_cells
@@ -130,7 +134,12 @@ class ATSSPriorAssigner:
 
     def assign(self, gt_boxes: Tensor) -> Tensor:
         """[M, 4] xyxy pixels of the input -> [N] int64 gt index per prior (< 0: not positive)."""
-        return self.assigner.assign(self.priors, self.num_level_priors, gt_boxes).gt_inds
+        return self.assign_with_ious(gt_boxes)[0]
+
+    def assign_with_ious(self, gt_boxes: Tensor) -> tuple[Tensor, Tensor]:
+        """:meth:`assign` and the IoU ATSS computed on the way: ([N] gt index, [N, M] prior-gt IoU)."""
+        steps = self.assigner.assign_with_steps(self.priors, self.num_level_priors, gt_boxes)
+        return steps.result.gt_inds, steps.overlaps
 
 
 class MaxIoUPriorAssigner:
@@ -205,9 +214,14 @@ class MaxIoUPriorAssigner:
 
     def assign(self, gt_boxes: Tensor) -> Tensor:
         """[M, 4] xyxy pixels of the input -> [N] int64 gt index per prior (< 0: not positive)."""
+        return self.assign_with_ious(gt_boxes)[0]
+
+    def assign_with_ious(self, gt_boxes: Tensor) -> tuple[Tensor, Tensor]:
+        """:meth:`assign` and the IoU the matcher ranked: ([N] gt index, [N, M] prior-gt IoU)."""
         if gt_boxes.shape[0] == 0:
-            return torch.full((self.priors.shape[0],), -1, dtype=torch.long)
-        return self.matcher(box_iou(gt_boxes, self.priors))
+            return torch.full((self.priors.shape[0],), -1, dtype=torch.long), torch.zeros(self.priors.shape[0], 0)
+        quality = box_iou(gt_boxes, self.priors)  # [M, N]
+        return self.matcher(quality), quality.t()  # the same numbers as box_iou(priors, gt_boxes)
 
 
 def _anchors_on_grids(generator, input_size: tuple[int, int],
@@ -308,15 +322,28 @@ class AssignmentReport:
 
 
 def _targets(dataset, index: int) -> tuple[dict, int, int]:
-    """(target, image height, image width); reads the image only when the json has no size."""
+    """(target, image height, image width) of a COCO dataset from its json, or from the image file's
+    header when the json has no size; any other dataset's image is loaded to be measured."""
     coco = getattr(dataset, "coco", None)
     if coco is not None and hasattr(dataset, "image_ids"):
         image_id = dataset.image_ids[index]
         info = coco.imgs[image_id]
         if "height" in info and "width" in info:
             return dataset._target(image_id), int(info["height"]), int(info["width"])
+        if hasattr(dataset, "image_dir"):
+            width, height = _header_size(Path(dataset.image_dir) / info["file_name"])
+            return dataset._target(image_id), height, width
     image, target = dataset[index]
     return target, int(image.shape[-2]), int(image.shape[-1])
+
+
+def _header_size(path) -> tuple[int, int]:
+    """(width, height) of an image file from its header; the pixels are not decoded."""
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except OSError as err:  # missing file, unknown format (PIL's UnidentifiedImageError is an OSError)
+        raise OSError(f"cannot read image {path}: {err}") from err
 
 
 def assignment_report(dataset, assigner, indices: Sequence[int] | None = None) -> AssignmentReport:
@@ -326,7 +353,8 @@ def assignment_report(dataset, assigner, indices: Sequence[int] | None = None) -
         dataset: :class:`~detviz.datasets.CocoDetection` (or any dataset of ``(image, target)``
             with ``target["boxes"]`` xyxy pixels of the image).
         assigner: :class:`ATSSPriorAssigner`, :class:`MaxIoUPriorAssigner`, or any object with
-            ``assign``, ``priors``, ``num_level_priors``, ``input_size``, ``level_names``, ``name``.
+            ``assign``, ``priors``, ``num_level_priors``, ``input_size``, ``level_names``, ``name``;
+            its ``assign_with_ious`` (gt index and [N, M] IoU), when it has one, spares a second IoU.
         indices: dataset indices; default all.
 
     Returns:
@@ -340,8 +368,11 @@ def assignment_report(dataset, assigner, indices: Sequence[int] | None = None) -
         target, h, w = _targets(dataset, index)
         scale = torch.tensor([in_w / w, in_h / h, in_w / w, in_h / h])
         boxes = target["boxes"] * scale  # [M, 4] image pixels -> input pixels (plain resize)
-        gt_inds = assigner.assign(boxes)  # [N]
-        ious = box_iou(assigner.priors, boxes) if boxes.shape[0] else torch.zeros(len(gt_inds), 0)  # [N, M]
+        if hasattr(assigner, "assign_with_ious"):
+            gt_inds, ious = assigner.assign_with_ious(boxes)  # [N], [N, M]
+        else:
+            gt_inds = assigner.assign(boxes)  # [N]
+            ious = box_iou(assigner.priors, boxes) if boxes.shape[0] else torch.zeros(len(gt_inds), 0)  # [N, M]
         for g, box in enumerate(boxes):
             width, height = float(box[2] - box[0]), float(box[3] - box[1])
             is_pos = gt_inds == g

@@ -13,6 +13,8 @@ from torchvision.ops import MultiScaleRoIAlign
 
 from detviz.analysis import assignment
 from detviz.anchors import AnchorGenerator
+from detviz.boxes import box_iou
+from detviz.datasets import CocoDetection
 from detviz.gfl.model import NanoDetConfig, build_nanodet
 from detviz.rcnn.model import FasterRCNN
 
@@ -166,3 +168,78 @@ def test_bad_inputs_name_what_was_expected():
         assignment.MaxIoUPriorAssigner.from_rpn(nn.Linear(2, 2), (320, 320))
     with pytest.raises(ValueError, match="sum to the 4 anchors"):
         assignment.MaxIoUPriorAssigner(torch.zeros(4, 4), [3], (32, 32))
+
+
+class _AssignOnly:
+    """An assigner seen through ``assign`` alone: the report must compute the IoU itself."""
+
+    def __init__(self, assigner):
+        self._assigner = assigner
+        for key in ("priors", "num_level_priors", "input_size", "level_names", "name"):
+            setattr(self, key, getattr(assigner, key))
+
+    def assign(self, gt_boxes):
+        return self._assigner.assign(gt_boxes)
+
+
+class _ItemsOnly:
+    """A dataset seen through ``len`` and ``[]`` alone: every image is loaded to be measured."""
+
+    def __init__(self, dataset):
+        self._dataset, self.class_names = dataset, dataset.class_names
+
+    def __len__(self):
+        return len(self._dataset)
+
+    def __getitem__(self, index):
+        return self._dataset[index]
+
+
+def _anchor_matcher():
+    generator = AnchorGenerator(((32,), (64,), (128,)), ((0.5, 1.0, 2.0),) * 3)
+    return assignment.MaxIoUPriorAssigner.from_anchor_generator(generator, (320, 320), (8, 16, 32))
+
+
+@pytest.mark.parametrize("make", [lambda: assignment.ATSSPriorAssigner.from_config(NanoDetConfig()), _anchor_matcher],
+                         ids=["atss", "max_iou"])
+def test_the_report_reads_the_assigners_iou_once_per_image(two_image_coco, monkeypatch, make):
+    assigner = make()
+    computed_again = assignment.assignment_report(_ItemsOnly(two_image_coco), _AssignOnly(assigner)).to_dict()
+    calls = []
+
+    def counted_iou(boxes1, boxes2):
+        calls.append((len(boxes1), len(boxes2)))
+        return box_iou(boxes1, boxes2)
+
+    monkeypatch.setattr("detviz.assigners.box_iou", counted_iou)
+    monkeypatch.setattr("detviz.analysis.assignment.box_iou", counted_iou)
+    report = assignment.assignment_report(two_image_coco, assigner)
+    assert report.to_dict() == computed_again  # best IoU and level included, to the last bit
+    assert len(calls) == 2  # two images, one IoU matrix each
+    gt_inds, ious = assigner.assign_with_ious(torch.tensor([[10.0, 10.0, 90.0, 60.0]]))
+    assert ious.shape == (assigner.priors.shape[0], 1)
+    assert_close(ious, box_iou(assigner.priors, torch.tensor([[10.0, 10.0, 90.0, 60.0]])), rtol=0, atol=0)
+    assert torch.equal(gt_inds, assigner.assign(torch.tensor([[10.0, 10.0, 90.0, 60.0]])))
+    assert assigner.assign_with_ious(torch.zeros(0, 4))[1].shape == (assigner.priors.shape[0], 0)
+
+
+def test_sizes_missing_from_the_json_come_from_the_image_header(two_image_coco, tmp_path):
+    coco = json.loads((tmp_path / "ann.json").read_text())
+    for image in coco["images"]:
+        del image["width"], image["height"]
+    folder = tmp_path / "no_sizes"
+    folder.mkdir()
+    (folder / "ann.json").write_text(json.dumps(coco))
+    whole = (tmp_path / "a.png").read_bytes()
+    (folder / "a.png").write_bytes(whole[:60])  # signature and IHDR (640 x 640) intact, the pixels cut off
+    assert len(whole) > 60
+    (folder / "b.png").write_bytes((tmp_path / "b.png").read_bytes())
+    headers_only = CocoDetection(folder, folder / "ann.json")
+    with pytest.raises(OSError, match="cannot read image"):
+        headers_only[0]  # the pixels cannot be decoded
+    atss = assignment.ATSSPriorAssigner.from_config(NanoDetConfig())
+    assert assignment.assignment_report(headers_only, atss).to_dict() == \
+        assignment.assignment_report(two_image_coco, atss).to_dict()  # sizes as the json gave them
+    (folder / "a.png").unlink()
+    with pytest.raises(OSError, match=r"cannot read image .*a\.png"):
+        assignment.assignment_report(headers_only, atss)
