@@ -67,7 +67,9 @@ class AssignResult(NamedTuple):
 class ATSSSteps(NamedTuple):
     """Every intermediate of one ATSS assignment, in the order they are computed.
 
-    With N priors, M gts, L levels and K = topk (fewer on a level with fewer priors):
+    With N priors, M gts, L levels and K = topk (fewer on a level with fewer priors).
+
+    Attributes:
         overlaps: [N, M] IoU of every prior with every gt.
         distances: [N, M] L2 distance between prior centres and gt centres (pixels).
         candidate_idxs: [K*L, M] int64, per gt the K closest priors of each level,
@@ -116,6 +118,7 @@ class ATSSAssigner:
     """Adaptive Training Sample Selection.
 
     For each gt:
+
       1. on every level, take the ``topk`` priors whose centres are closest to the gt
          centre (the candidates, K*L per gt);
       2. threshold = mean + std of the candidates' IoU with the gt (std unbiased, as
@@ -123,6 +126,7 @@ class ATSSAssigner:
       3. positives = candidates with IoU >= threshold whose centre lies inside the gt
          (every side distance > ``eps`` = 0.01 px);
       4. a prior positive for several gts keeps the gt it overlaps most.
+
     Everything else is negative.
 
     Args:
@@ -270,6 +274,7 @@ BETWEEN_THRESHOLDS = -2  # low_threshold <= best IoU < high_threshold: ignored b
 class MatchSteps(NamedTuple):
     """Intermediates of one :class:`Matcher` call, N predictions and M gts.
 
+    Attributes:
         matched_vals: [N] best quality of each prediction over the gts.
         all_matches: [N] int64, the gt giving it (first of equal maxima, ``Tensor.max``).
         below_low_threshold: [N] bool, matched_vals < low_threshold.
