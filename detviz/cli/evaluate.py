@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from detviz.cli.common import new_output_folder, positive_int, score_threshold, staged_folder
+from detviz.cli.common import new_output_folder, non_negative_int, positive_int, score_threshold, staged_folder
 
 GRID_IMAGES = 8  # validation images in val_predictions.jpg
 
@@ -25,6 +25,9 @@ def add(commands) -> None:
     parser.add_argument("--score-thresh", type=score_threshold, default=0.3,
                         help="detections drawn and counted in the confusion matrix (default 0.3)")
     parser.add_argument("--batch-size", type=positive_int, default=8, help="images per forward pass (default 8)")
+    parser.add_argument("--workers", type=non_negative_int, default=None,
+                        help="processes that read and resize images while the model runs (default: none below "
+                             "64 images, else one per CPU that torch's threads leave free, at most 2; 0: none)")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.set_defaults(run=run)
 
@@ -36,7 +39,8 @@ def run(args: argparse.Namespace) -> None:
 
     out = new_output_folder(args.out, "evaluate")
     dataset = open_dataset(args.data)
-    metrics, results = evaluate_checkpoint(args.checkpoint, dataset, batch_size=args.batch_size, device=args.device)
+    metrics, results = evaluate_checkpoint(args.checkpoint, dataset, batch_size=args.batch_size, device=args.device,
+                                           num_workers=args.workers)
     figures = _figures(dataset, metrics, results, args.score_thresh)
     with staged_folder(out) as work:
         (work / "results.json").write_text(json.dumps(results) + "\n")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from detviz.cli.common import new_output_folder, positive_int, score_threshold, staged_folder
+from detviz.cli.common import new_output_folder, non_negative_int, positive_int, score_threshold, staged_folder
 
 
 def add(commands) -> None:
@@ -23,6 +23,9 @@ def add(commands) -> None:
     parser.add_argument("--score-thresh", type=score_threshold, default=0.3,
                         help="detections drawn (default 0.3); results.json keeps them all")
     parser.add_argument("--batch-size", type=positive_int, default=8, help="images per forward pass (default 8)")
+    parser.add_argument("--workers", type=non_negative_int, default=None,
+                        help="processes that read and resize images while the model runs (default: none below "
+                             "64 images, else one per CPU that torch's threads leave free, at most 2; 0: none)")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.set_defaults(run=run)
 
@@ -36,7 +39,8 @@ def run(args: argparse.Namespace) -> None:
     out = new_output_folder(args.out, "predict")
     images = ImageFolder(args.images)
     family, model, checkpoint = load_model(args.checkpoint, device=args.device)
-    predictions = predict_dataset(family, model, images, checkpoint["train_config"]["input_size"], args.batch_size)
+    predictions = predict_dataset(family, model, images, checkpoint["train_config"]["input_size"], args.batch_size,
+                                  args.workers)
     label_to_category_id = {int(k): v for k, v in checkpoint["label_to_category_id"].items()}
     results = to_coco_results(predictions, images.image_ids, label_to_category_id)
     names = class_names_of(checkpoint)

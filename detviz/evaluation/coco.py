@@ -145,7 +145,11 @@ def evaluate_coco(coco_gt: COCO, results: list[dict], *, iou_type: str = "bbox")
 
     Steps, as in pycocotools' demo: ``coco_gt.loadRes(results)``, ``COCOeval(gt, dt, iou_type)``,
     ``evaluate()``, ``accumulate()``, ``summarize()``. Printing is captured, not shown.
-    ``results`` is copied first because ``loadRes`` writes ``id``/``area`` into each dict.
+    ``loadRes`` and ``COCOeval`` write keys into each result dict (``id``, ``area``, ``iscrowd``,
+    ``segmentation``; for "segm" also ``bbox`` and an RLE ``segmentation``) but never change a value
+    in place (pycocotools 2.0: they assign keys and read the lists), so each dict is copied, not what it
+    holds: the caller's results come back unchanged, and a results list of 100 detections per image
+    is not deep-copied (which took longer than writing it as json).
 
     Args:
         coco_gt: ground truth, e.g. ``CocoDetection.coco``.
@@ -169,7 +173,7 @@ def evaluate_coco(coco_gt: COCO, results: list[dict], *, iou_type: str = "bbox")
         raise ValueError(f"results name image ids {unknown[:10]} that are not in the ground truth")
 
     with contextlib.redirect_stdout(io.StringIO()):  # loadRes/evaluate/accumulate print progress
-        coco_dt = coco_gt.loadRes(copy.deepcopy(results)) if results else _empty_results(coco_gt)
+        coco_dt = coco_gt.loadRes([dict(result) for result in results]) if results else _empty_results(coco_gt)
         cocoeval = COCOeval(coco_gt, coco_dt, iou_type)
         cocoeval.evaluate()
         cocoeval.accumulate()

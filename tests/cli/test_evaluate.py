@@ -86,3 +86,10 @@ def test_the_readme_command_on_the_shipped_checkpoint_leaves_the_checkout_alone(
     recorded = json.loads((REPO / "data" / "checkpoints" / "nanodet_m_synthetic.metrics.json").read_text())
     printed = json.loads(done.stdout.strip().splitlines()[-1])
     assert printed["mAP"] == pytest.approx(recorded["mAP"], abs=5e-4)  # the figures data/checkpoints records
+
+
+def test_workers_must_be_a_count(eager_weights, tiny_data, tmp_path, capsys):
+    assert_exit(2, ["evaluate", "--checkpoint", str(eager_weights), "--data", str(tiny_data), "--out",
+                    str(tmp_path / "eval"), "--workers", "-1"])
+    assert "argument --workers: expected an integer >= 0, got -1" in capsys.readouterr().err
+    assert not (tmp_path / "eval").exists()

@@ -71,3 +71,13 @@ def test_bad_image_folders_are_named_and_nothing_is_written(eager_weights, tmp_p
     err = capsys.readouterr().err
     assert message in err and str(folder) in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["photos"]
+
+
+def test_worker_processes_change_nothing_in_the_results(eager_weights, photos, tmp_path):
+    written = {}
+    for workers in ("0", "2"):
+        out = tmp_path / f"out-{workers}"
+        assert main(["predict", "--checkpoint", str(eager_weights), "--images", str(photos), "--out", str(out),
+                     "--workers", workers]) == 0
+        written[workers] = (out / "results.json").read_text()
+    assert written["0"] == written["2"] and json.loads(written["0"])

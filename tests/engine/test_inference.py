@@ -1,16 +1,18 @@
 """detviz.engine.inference: predictions over a COCO folder mapped back to its images, and their metrics."""
 import json
+import re
 import shutil
 
 import pytest
 import torch
 from torch.testing import assert_close
 
+from detviz.datasets.augment import NanoDetWarp, warp_boxes
 from detviz.datasets.coco import open_dataset
 from detviz.engine.checkpoints import build_model_from_checkpoint, load_checkpoint
 from detviz.engine.families import get_family
-from detviz.engine.inference import (class_names_of, evaluate_checkpoint, evaluate_model, finite_metrics, load_model,
-                                     predict_dataset)
+from detviz.engine.inference import (WORKERS_FROM_IMAGES, _NetworkInputs, class_names_of, default_workers,
+                                     evaluate_checkpoint, evaluate_model, finite_metrics, load_model, predict_dataset)
 from detviz.evaluation import STAT_NAMES, evaluate_coco, to_coco_results
 
 NUM_CLASSES = 6  # detviz.datasets.synthetic.CATEGORIES
@@ -113,3 +115,98 @@ def test_every_family_refuses_pixels_in_0_255(name):
     with pytest.raises(ValueError, match=r"images must be a float Tensor\[B, 3, H, W\] in \[0, 1\], got torch.uint8"):
         family.predict(module, images.to(torch.uint8))
 
+
+
+def _warped_reference(family, model, dataset, input_size):
+    """predict_dataset as it was written first: every image through NanoDetWarp's resize, even one that already
+    has the input size, one image at a time, boxes mapped back through the inverse matrix."""
+    resize = NanoDetWarp((input_size, input_size), scale=(1.0, 1.0), translate=0.0, flip=0.0)
+    empty = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}
+    predictions = []
+    for index in range(len(dataset)):
+        image, _, meta = resize(dataset[index][0], empty, torch.Generator().manual_seed(0))
+        (prediction,) = family.predict(model, image[None])
+        h, w = meta["ori_shape"]
+        predictions.append({**prediction, "boxes": warp_boxes(prediction["boxes"], torch.linalg.inv(meta["warp_matrix"]),
+                                                             width=w, height=h)})
+    return predictions
+
+
+def _assert_same_predictions(mine, theirs):
+    assert len(mine) == len(theirs)
+    for a, b in zip(mine, theirs):
+        assert all(torch.equal(a[k], b[k]) for k in ("boxes", "labels", "scores"))
+
+
+def test_an_image_of_the_input_size_is_not_warped_and_predicts_the_same(eager_model, tiny_data):
+    dataset = open_dataset(tiny_data)  # 96 x 96 images
+    inputs = _NetworkInputs(dataset, 96)
+    image, matrix, size = inputs[0]
+    assert matrix is None and size == (96, 96) and torch.equal(image, dataset[0][0])  # passed on as it is
+    # the skipped warp is the identity, and bilinear resampling through it is exact, pixel for pixel
+    warped, _, meta = inputs.resize(image, {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)})
+    assert torch.equal(meta["warp_matrix"], torch.eye(3, dtype=torch.float64)) and torch.equal(warped, image)
+    family = get_family("gfl")
+    predictions = predict_dataset(family, eager_model, dataset, 96, batch_size=1)
+    assert sum(len(p["boxes"]) for p in predictions) > 0
+    _assert_same_predictions(predictions, _warped_reference(family, eager_model, dataset, 96))
+
+
+def test_a_resized_image_predicts_as_through_the_warp(eager_model, tiny_data):
+    dataset = open_dataset(tiny_data)
+    assert _NetworkInputs(dataset, 64)[0][1] is not None  # 96 px images, 64 px input: a real resize
+    family = get_family("gfl")
+    _assert_same_predictions(predict_dataset(family, eager_model, dataset, 64, batch_size=1),
+                             _warped_reference(family, eager_model, dataset, 64))
+
+
+@pytest.mark.parametrize("input_size", [64, 96])
+def test_workers_give_the_same_predictions_in_the_same_order(eager_model, tiny_data, input_size):
+    dataset = open_dataset(tiny_data)
+    here = predict_dataset(get_family("gfl"), eager_model, dataset, input_size, batch_size=2, num_workers=0)
+    workers = predict_dataset(get_family("gfl"), eager_model, dataset, input_size, batch_size=2, num_workers=2)
+    _assert_same_predictions(workers, here)
+    # every image's detections differ from the next one's, so an order change would show
+    assert all(not torch.equal(a["boxes"], b["boxes"]) for a, b in zip(here, here[1:]))
+
+
+def test_an_image_that_fails_in_a_worker_raises_its_own_error(eager_model, tiny_data, tmp_path):
+    shutil.copytree(tiny_data, tmp_path / "data")
+    broken = sorted((tmp_path / "data" / "images").iterdir())[3]
+    broken.write_bytes(b"not an image")
+    dataset = open_dataset(tmp_path / "data")
+    for workers in (0, 1):
+        with pytest.raises(OSError, match=rf"^cannot read image {broken}: "):  # not wrapped in the worker's traceback
+            predict_dataset(get_family("gfl"), eager_model, dataset, 64, batch_size=2, num_workers=workers)
+
+
+@pytest.mark.parametrize("value", [-1, 1.5, True, "2"])
+def test_num_workers_must_be_a_count(eager_model, tiny_data, value):
+    with pytest.raises(ValueError, match=rf"num_workers must be None \(default_workers\) or an int >= 0, got "
+                                         rf"{re.escape(repr(value))}"):
+        predict_dataset(get_family("gfl"), eager_model, open_dataset(tiny_data), 64, num_workers=value)
+
+
+@pytest.mark.parametrize("cpus, threads, images, expected", [
+    (8, 4, 5, 0), (8, 4, WORKERS_FROM_IMAGES - 1, 0),  # a small dataset: no worker start-up to pay
+    (2, 2, 500, 0), (2, 1, 500, 1), (8, 4, WORKERS_FROM_IMAGES, 2), (4, 3, 500, 1), (None, 1, 500, 0)])
+def test_default_workers_take_the_cpus_torch_leaves_free(monkeypatch, cpus, threads, images, expected):
+    monkeypatch.setattr("os.cpu_count", lambda: cpus)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
+    assert default_workers(images) == expected
+
+
+class _Bytes(torch.utils.data.Dataset):
+    """One uint8 image of the input size: the resize it skips would have refused it."""
+
+    def __len__(self):
+        return 1
+
+    def __getitem__(self, index):
+        return torch.zeros(3, 64, 64, dtype=torch.uint8), {}
+
+
+def test_an_image_that_is_not_float_is_refused_even_at_the_input_size(eager_model):
+    with pytest.raises(TypeError, match=r"image must be Tensor\[3, H, W\] of a floating dtype with values in "
+                                        r"\[0, 1\] \(e.g. uint8 image / 255\), got torch.uint8"):
+        predict_dataset(get_family("gfl"), eager_model, _Bytes(), 64)

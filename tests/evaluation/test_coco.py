@@ -1,4 +1,5 @@
 import contextlib
+import copy
 import io
 import json
 import math
@@ -7,12 +8,14 @@ import numpy as np
 import pytest
 import torch
 from numpy.testing import assert_array_equal
+from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from detviz.datasets import CocoDetection
 from detviz.datasets.synthetic import make_dataset
 from detviz.evaluation import STAT_NAMES, evaluate_coco, precision_recall_curves, to_coco_results
+from tests.evaluation.conftest import coco_from_dataset
 
 CATEGORIES = [{"id": 3, "name": "car"}, {"id": 7, "name": "dog"}, {"id": 9, "name": "person"}]  # no person boxes
 
@@ -197,3 +200,40 @@ def test_evaluate_rejects_bad_inputs(hand_made):
         precision_recall_curves(metrics, iou=0.3)
     with pytest.raises(ValueError, match="need an accumulated COCOeval"):
         precision_recall_curves({"mAP": 1.0})
+
+
+def _segm_ground_truth():
+    """One 100 x 80 image with two polygon objects (a square and a triangle)."""
+    square, triangle = [10.0, 10.0, 50.0, 10.0, 50.0, 50.0, 10.0, 50.0], [60.0, 70.0, 90.0, 70.0, 75.0, 40.0]
+    return coco_from_dataset({
+        "images": [{"id": 1, "file_name": "a.png", "width": 100, "height": 80}],
+        "categories": [{"id": 1, "name": "thing"}],
+        "annotations": [{"id": k + 1, "image_id": 1, "category_id": 1, "segmentation": [polygon],
+                         "area": area, "bbox": bbox, "iscrowd": 0}
+                        for k, (polygon, area, bbox) in enumerate([(square, 1600.0, [10.0, 10.0, 40.0, 40.0]),
+                                                                   (triangle, 450.0, [60.0, 40.0, 30.0, 30.0])])]})
+
+
+@pytest.mark.parametrize("iou_type", ["bbox", "segm"])
+def test_evaluate_coco_leaves_the_callers_results_as_they_were(iou_type):
+    """loadRes and COCOeval add keys to each result dict (id, area, iscrowd, segmentation, and for segm a
+    bbox and an RLE): evaluate_coco hands them copies of the dicts, and their lists are only read."""
+    gt = _segm_ground_truth()
+    if iou_type == "bbox":
+        results = [{"image_id": 1, "category_id": 1, "bbox": [11.0, 9.0, 40.0, 41.0], "score": 0.9},
+                   {"image_id": 1, "category_id": 1, "bbox": [58.0, 41.0, 30.0, 30.0], "score": 0.6}]
+    else:
+        rows, cols = np.arange(80)[:, None], np.arange(100)[None, :]
+        square = mask_utils.encode(np.asfortranarray((rows >= 12) & (rows < 50) & (cols >= 10) & (cols < 48),
+                                                     dtype=np.uint8))
+        square["counts"] = square["counts"].decode("ascii")  # as a results json holds it
+        triangle = mask_utils.merge(mask_utils.frPyObjects([[60.0, 70.0, 90.0, 70.0, 75.0, 42.0]], 80, 100))  # bytes
+        results = [{"image_id": 1, "category_id": 1, "segmentation": square, "score": 0.9},
+                   {"image_id": 1, "category_id": 1, "segmentation": triangle, "score": 0.6}]
+    before = copy.deepcopy(results)
+    nested = [list(r.values()) for r in results]
+    metrics = evaluate_coco(gt, results, iou_type=iou_type)
+    assert 0.0 < metrics["mAP"] <= 1.0  # the detections were scored
+    assert results == before  # no key added, no value changed
+    assert [list(r.values()) for r in results] == nested
+    assert all(a is b for r, values in zip(results, nested) for a, b in zip(r.values(), values))  # same objects

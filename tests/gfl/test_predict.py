@@ -1,4 +1,5 @@
-"""Tests for detviz.gfl.predict: hand-built GFL logits -> exact boxes, the nms_pre cut, thresholds, NMS, errors.
+"""Tests for detviz.gfl.predict: hand-built GFL logits -> exact boxes, the nms_pre cut, thresholds, NMS, errors,
+and the batched post-processing against the per-image path it replaced, bit for bit.
 
 The exact examples use reg_max = 2 (bins 0, 1, 2) and side logits ``log(p)``, so each side's
 softmax is ``p`` and its expectation ``0 * p0 + 1 * p1 + 2 * p2`` is known exactly;
@@ -10,8 +11,11 @@ import torchvision.ops as tv_ops
 from torch import nn
 from torch.testing import assert_close
 
+from detviz.anchors import center_points
+from detviz.boxes import batched_nms, distance2bbox
 from detviz.gfl.model import NanoDetConfig, build_nanodet, normalize_images
-from detviz.gfl.predict import decode_gfl_level, gfl_predict
+from detviz.gfl.predict import _nms_per_group, decode_gfl_level, gfl_predict
+from detviz.losses import distribution_project
 
 REG_MAX = 2
 P0 = (1.0, 0.0, 0.0)  # expectation 0 strides
@@ -364,3 +368,113 @@ def test_gfl_predict_empty_output():
     assert p["boxes"].shape == (0, 4) and p["labels"].shape == (0,) and p["scores"].shape == (0,)
     with pytest.raises(ValueError, match=r"score_thresh must be a number in \[0, 1\)"):
         gfl_predict(_model(0.0), torch.zeros(1, 3, 64, 64), score_thresh=1.5)
+
+
+# ---------------------------------------------------------------- the batched path against the per-image one
+
+def _per_image_reference(outputs, strides, reg_max, image_size, score_thresh=0.05, nms_thresh=0.6,
+                         max_per_img=100, nms_pre=1000):
+    """gfl_predict as NanoDet's get_bboxes reads, one image at a time: every prior decoded per level,
+    the nms_pre cut, the candidates, detviz.boxes.batched_nms (one nms per class), the best max_per_img."""
+    cls_scores, bbox_preds = outputs
+    predictions = []
+    for b in range(cls_scores[0].shape[0]):
+        scores, boxes = [], []
+        for cls, reg, stride in zip(cls_scores, bbox_preds, strides):
+            c, h, w = cls[b].shape
+            level_scores = cls[b].permute(1, 2, 0).reshape(h * w, c).sigmoid()
+            distances = distribution_project(reg[b].permute(1, 2, 0).reshape(h * w, -1), reg_max) * stride
+            points = center_points((h, w), stride)
+            if h * w > nms_pre:
+                top = level_scores.max(dim=1).values.topk(nms_pre).indices
+                level_scores, distances, points = level_scores[top], distances[top], points[top]
+            scores.append(level_scores)
+            boxes.append(distance2bbox(points, distances, max_shape=image_size))
+        scores, boxes = torch.cat(scores), torch.cat(boxes)
+        prior, labels = torch.nonzero(scores > score_thresh, as_tuple=True)
+        keep = batched_nms(boxes[prior], scores[prior, labels], labels, nms_thresh)[:max_per_img]
+        predictions.append({"boxes": boxes[prior][keep], "labels": labels[keep], "scores": scores[prior, labels][keep]})
+    return predictions
+
+
+def _tied_outputs(batch, sizes, num_classes, seed, reg_max=REG_MAX):
+    """Logits on a coarse grid (steps of 0.5): many priors share a score, many sides a distribution."""
+    gen = torch.Generator().manual_seed(seed)
+    cls = [torch.randint(-8, 3, (batch, num_classes, h, w), generator=gen) / 2.0 for h, w in sizes]
+    reg = [torch.randint(-4, 5, (batch, 4 * (reg_max + 1), h, w), generator=gen) / 2.0 for h, w in sizes]
+    return cls, reg
+
+
+def _assert_identical(batched, reference):
+    assert len(batched) == len(reference)
+    for mine, theirs in zip(batched, reference):
+        for key in ("boxes", "labels", "scores"):
+            assert mine[key].dtype == theirs[key].dtype and torch.equal(mine[key], theirs[key]), key
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("kwargs", [dict(), dict(nms_pre=10, max_per_img=5), dict(score_thresh=0.3, nms_thresh=0.3)])
+def test_batched_post_processing_equals_the_per_image_path(seed, kwargs):
+    cls, reg = _tied_outputs(batch=3, sizes=SIZES, num_classes=C, seed=seed)
+    cls[0][1] = OFF  # image 1 has candidates at level 1 only
+    for level in cls:
+        level[2] = OFF  # image 2 has none
+    batched = _predict((cls, reg), batch=3, **kwargs)
+    _assert_identical(batched, _per_image_reference((cls, reg), STRIDES, REG_MAX, INPUT, **kwargs))
+    _check_empty(batched[2])
+    scores = batched[0]["scores"]
+    assert len(scores) > len(torch.unique(scores))  # equal scores: their order is the tie-break's
+
+
+def test_batched_post_processing_on_large_groups_and_many_classes():
+    """More candidates than one NMS block (256) in a class, and many small classes packed into blocks."""
+    sizes, strides = [(24, 24), (12, 12), (6, 6)], (8, 16, 32)
+    cls, reg = _tied_outputs(batch=2, sizes=sizes, num_classes=20, seed=7, reg_max=7)
+    cls[0][0, 3] = 2.0  # class 3 of image 0: all 576 priors of level 0 are candidates
+    model = _Outputs(cls, reg, strides=strides, reg_max=7)
+    for kwargs in (dict(max_per_img=1000), dict(max_per_img=37, nms_pre=300)):
+        batched = gfl_predict(model, torch.zeros(2, 3, 192, 192), **kwargs)
+        reference = _per_image_reference((cls, reg), strides, 7, (192, 192), **kwargs)
+        _assert_identical(batched, reference)
+    assert (batched[0]["labels"] == 3).sum() > 0 and len(torch.unique(batched[1]["labels"])) > 10
+
+
+def test_nanodet_outputs_give_the_per_image_path(nanodet):
+    images = normalize_images(torch.rand(4, 3, 64, 96, generator=torch.Generator().manual_seed(2)))
+    outputs = nanodet(images)
+    for kwargs in (dict(score_thresh=0.01), dict(score_thresh=0.01, max_per_img=10, nms_pre=20)):
+        batched = gfl_predict(nanodet, images, **kwargs)
+        reference = _per_image_reference(outputs, nanodet.cfg.strides, nanodet.cfg.reg_max, (64, 96), **kwargs)
+        _assert_identical(batched, reference)
+        assert all(len(p["scores"]) > 0 for p in batched)
+
+
+def _random_boxes(n, gen, size=60.0):
+    xy = torch.randint(0, 40, (n, 2), generator=gen).float()
+    wh = torch.randint(0, 25, (n, 2), generator=gen).float()  # some zero-area boxes: their IoU is NaN
+    return torch.cat([xy, (xy + wh).clamp(max=size)], dim=1)
+
+
+@pytest.mark.parametrize("n, num_groups", [(0, 1), (1, 1), (40, 1), (300, 3), (700, 40), (900, 2)])
+def test_nms_per_group_is_batched_nms(n, num_groups):
+    gen = torch.Generator().manual_seed(n)
+    boxes = _random_boxes(n, gen)
+    scores = torch.randint(0, 6, (n,), generator=gen) / 5.0  # many equal scores
+    groups = torch.randint(0, num_groups, (n,), generator=gen)
+    for threshold in (0.0, 0.3, 0.7):
+        expected = batched_nms(boxes, scores, groups, threshold)
+        assert torch.equal(_nms_per_group(boxes, scores, groups, threshold), expected)
+    assert n < 40 or len(batched_nms(boxes, scores, groups, 0.3)) < n  # something was suppressed
+
+
+def test_scores_are_bit_identical_on_continuous_logits():
+    """Every prior a candidate (threshold 0), odd grids: a vectorised sigmoid over the whole batch would
+    give some scores one ulp away from the per-image call (its scalar tail falls elsewhere)."""
+    gen = torch.Generator().manual_seed(5)
+    sizes, strides = [(10, 15), (5, 8)], (8, 16)
+    cls = [3 * torch.randn(4, 5, h, w, generator=gen) for h, w in sizes]
+    reg = [3 * torch.randn(4, 4 * (REG_MAX + 1), h, w, generator=gen) for h, w in sizes]
+    kwargs = dict(score_thresh=0.0, nms_thresh=1.0, max_per_img=10_000)  # nothing suppressed, nothing cut
+    batched = gfl_predict(_Outputs(cls, reg, strides=strides), torch.zeros(4, 3, 80, 128), **kwargs)
+    _assert_identical(batched, _per_image_reference((cls, reg), strides, REG_MAX, (80, 128), **kwargs))
+    assert all(len(p["scores"]) == 5 * (150 + 40) for p in batched)
