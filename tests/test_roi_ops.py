@@ -1,10 +1,13 @@
-"""Tests for detviz.roi_ops: torchvision parity (values and gradients), hand-computed 4x4 cases, bad input."""
+"""Tests for detviz.roi_ops: torchvision parity (values and gradients, bit for bit on the CPU), results that do
+not depend on the chunk size, what autograd keeps, hand-computed 4x4 cases, bad input."""
 import pytest
 import torch
 import torchvision.ops as tv_ops
 from torch.testing import assert_close
 
-from detviz.roi_ops import roi_align, roi_pool
+from detviz.roi_ops import DEFAULT_CHUNK_BYTES, roi_align, roi_pool
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 DTYPES = [torch.float32, torch.float64]
 SCALES = [1.0, 1 / 16, 1 / 32]
@@ -14,6 +17,13 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 # f[y, x] = 4y + x: linear, so bilinear interpolation inside the map is exact and a bin
 # average equals f at the centre of its samples
 MAP_4X4 = torch.arange(16.0).reshape(1, 1, 4, 4)
+# on the CPU the twins add in the kernels' order, so they agree bit for bit; on CUDA (the
+# kernels there add gradients with atomics, in no fixed order) the usual tolerance
+EXACT = {"rtol": 0, "atol": 0}
+
+
+def tolerance(device):
+    return EXACT if device == "cpu" else {}
 
 
 def random_case(seed, dtype=torch.float32, scale=1.0, num_boxes=40, device="cpu"):
@@ -30,6 +40,27 @@ def random_case(seed, dtype=torch.float32, scale=1.0, num_boxes=40, device="cpu"
     return features.to(device), torch.cat([batch, xy, xy + wh], dim=1).to(device)  # [K, 5]
 
 
+def notebook_07_like_case(seed, channels=64, rois_per_image=64):
+    """Notebook 07's geometry with fewer channels and RoIs: two 800 x 1248 images through a stride-32
+    backbone ([2, C, 25, 39]) and proposal-like boxes inside them, 16..900 px wide and 12..800 px tall."""
+    gen = torch.Generator().manual_seed(seed)
+    features = torch.randn(2, channels, 25, 39, generator=gen)
+    boxes = []
+    for _ in range(2):
+        wh = torch.rand(rois_per_image, 2, generator=gen) * torch.tensor([884.0, 788]) + torch.tensor([16.0, 12])
+        xy = torch.rand(rois_per_image, 2, generator=gen) * (torch.tensor([1248.0, 800]) - wh)
+        boxes.append(torch.cat([xy, xy + wh], dim=1))  # [L, 4]
+    return features, boxes
+
+
+def values_and_gradient(op, features, boxes, grad_seed, *args, **kwargs):
+    """``op``'s output and the gradient it sends to ``features`` for a seeded output gradient."""
+    x = features.clone().requires_grad_(True)
+    out = op(x, boxes, *args, **kwargs)
+    out.backward(torch.randn(out.shape, generator=torch.Generator().manual_seed(grad_seed), dtype=out.dtype))
+    return out.detach(), x.grad
+
+
 # ---- parity with torchvision ----
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -38,7 +69,8 @@ def random_case(seed, dtype=torch.float32, scale=1.0, num_boxes=40, device="cpu"
 def test_roi_pool_matches_torchvision(dtype, scale, device):
     features, rois = random_case(0, dtype, scale, device=device)
     for output_size in (1, 2, (3, 5), 7):
-        assert_close(roi_pool(features, rois, output_size, scale), tv_ops.roi_pool(features, rois, output_size, scale))
+        assert_close(roi_pool(features, rois, output_size, scale), tv_ops.roi_pool(features, rois, output_size, scale),
+                     **tolerance(device))
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -49,7 +81,7 @@ def test_roi_align_matches_torchvision(dtype, scale, sampling_ratio, aligned, de
     features, rois = random_case(1, dtype, scale, device=device)
     for output_size in (1, (2, 3), 7):
         expected = tv_ops.roi_align(features, rois, output_size, scale, sampling_ratio, aligned)
-        assert_close(roi_align(features, rois, output_size, scale, sampling_ratio, aligned), expected)
+        assert_close(roi_align(features, rois, output_size, scale, sampling_ratio, aligned), expected, **tolerance(device))
 
 
 @pytest.mark.parametrize("sampling_ratio, aligned", ALIGN_SETTINGS)
@@ -62,7 +94,7 @@ def test_roi_align_gradient_matches_torchvision(sampling_ratio, aligned):
         op(x, rois, (5, 4), 1 / 16, sampling_ratio, aligned).backward(grad_out)
         grads.append(x.grad)
     assert grads[0].abs().sum() > 0
-    assert_close(grads[0], grads[1])
+    assert_close(grads[0], grads[1], **EXACT)
 
 
 @pytest.mark.parametrize("op", [roi_pool, roi_align])
@@ -75,10 +107,64 @@ def test_boxes_get_no_gradient_like_torchvision(op):
         assert boxes.grad is None
 
 
-def test_roi_align_gradcheck():
+@pytest.mark.parametrize("op, kwargs", [
+    (roi_align, {"sampling_ratio": 2, "aligned": True}),
+    (roi_align, {"sampling_ratio": -1, "aligned": False, "chunk_bytes": 1}),  # one RoI per chunk
+    (roi_pool, {"chunk_bytes": 1}),
+], ids=["align-2x2", "align-adaptive-one-roi-per-chunk", "pool-one-roi-per-chunk"])
+def test_gradcheck(op, kwargs):
     features, rois = random_case(4, torch.float64, 1.0, num_boxes=6)
     x = features[:, :, :5, :6].clone().requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda t: roi_align(t, rois / 2, 2, 1.0, 2, True), (x,))
+    assert torch.autograd.gradcheck(lambda t: op(t, rois / 2, 2, 1.0, **kwargs), (x,))
+
+
+@pytest.mark.parametrize("op, args", [(roi_align, (7, 1 / 32, 2)), (roi_pool, (7, 1 / 32))], ids=["align", "pool"])
+def test_notebook_07_like_input_matches_torchvision_bit_for_bit(op, args):
+    features, boxes = notebook_07_like_case(11)
+    ours = values_and_gradient(op, features, boxes, 12, *args)
+    reference = values_and_gradient(getattr(tv_ops, op.__name__), features, boxes, 12, *args)
+    assert ours[1].abs().sum() > 0
+    assert_close(ours, reference, **EXACT)
+
+
+# ---- chunks change memory, never results ----
+
+@pytest.mark.parametrize("sampling_ratio, aligned", [(-1, False), (0, True), (2, False)])
+def test_roi_align_result_does_not_depend_on_chunk_size(sampling_ratio, aligned):
+    features, rois = random_case(10, torch.float64, 1 / 16)
+    # one RoI per chunk, 3 per chunk in the forward (a RoI's output is 3 * 4 * 5 float64), the default, all at once
+    results = [values_and_gradient(roi_align, features, rois, 13, (4, 5), 1 / 16, sampling_ratio, aligned,
+                                   chunk_bytes=chunk_bytes)
+               for chunk_bytes in (1, 3 * (3 * 4 * 5 * 8), DEFAULT_CHUNK_BYTES, 2**40)]
+    for other in results[1:]:
+        assert_close(other, results[0], **EXACT)
+
+
+def test_roi_pool_result_does_not_depend_on_chunk_size():
+    features, rois = random_case(14, torch.float64, 1 / 16)
+    results = [values_and_gradient(roi_pool, features, rois, 15, (4, 5), 1 / 16, chunk_bytes=chunk_bytes)
+               for chunk_bytes in (1, 3 * (3 * 4 * 5 * 8), DEFAULT_CHUNK_BYTES, 2**40)]
+    for other in results[1:]:
+        assert_close(other, results[0], **EXACT)
+
+
+@pytest.mark.parametrize("op", [roi_align, roi_pool])
+def test_autograd_keeps_no_tensor_per_chunk(op):
+    features, boxes = notebook_07_like_case(16)
+    x = features.clone().requires_grad_(True)
+    saved = []
+
+    def keep(t):
+        saved.append(t)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t):
+        out = op(x, boxes, 7, 1 / 32, chunk_bytes=2**12)  # 128 chunks of one RoI
+    num_rois = out.shape[0]
+    if op is roi_align:  # the boxes alone: the backward recomputes the samples chunk by chunk
+        assert [list(t.shape) for t in saved] == [[num_rois, 5]]
+    else:  # the image of each RoI and the int32 cell of each max, as torchvision's argmax
+        assert [(list(t.shape), t.dtype) for t in saved] == [([num_rois], torch.int64), (list(out.shape), torch.int32)]
 
 
 @pytest.mark.parametrize("scale", SCALES)
@@ -91,7 +177,7 @@ def test_roi_pool_gradient_matches_torchvision(scale):
         op(x, rois, (3, 2), scale).backward(grad_out)
         grads.append(x.grad)
     assert grads[0].abs().sum() > 0
-    assert_close(grads[0], grads[1])
+    assert_close(grads[0], grads[1], **EXACT)
 
 
 @pytest.mark.parametrize("op", [roi_pool, roi_align])
@@ -164,6 +250,15 @@ def test_arguments_are_not_modified(op):
 
 
 # ---- bad input: the error names what was expected ----
+
+@pytest.mark.parametrize("op", [roi_pool, roi_align])
+@pytest.mark.parametrize("chunk_bytes, error, got", [
+    (0, ValueError, "got 0"), (-1, ValueError, "got -1"), (2.5, TypeError, "got float"), (True, TypeError, "got bool"),
+])
+def test_bad_chunk_bytes_raises(op, chunk_bytes, error, got):
+    with pytest.raises(error, match=rf"chunk_bytes must be a positive int \(bytes of scratch per chunk\), {got}"):
+        op(torch.rand(1, 1, 4, 4), torch.zeros(1, 5), 2, chunk_bytes=chunk_bytes)
+
 
 @pytest.mark.parametrize("op", [roi_pool, roi_align])
 @pytest.mark.parametrize("features, boxes, output_size, error, expected", [
