@@ -21,7 +21,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 def test_trace_schema():
     for name in TRACE.names():
         entry = TRACE.entry(name)
-        assert set(entry) <= set(ENTRY_KEYS) | {"remark", "also_lines"}, name
+        assert set(entry) <= set(ENTRY_KEYS) | {"remark", "also_lines", "not_checked"}, name
         assert entry["quote"] in QUOTE_KINDS and entry["decimals"] is None, name
         first, last = entry["lines"]
         assert 1 <= first <= last <= len(TRACE.note_lines()), name
