@@ -43,7 +43,11 @@ def add(commands) -> None:
     parser.add_argument("--workers", type=non_negative_int, default=0,
                         help="DataLoader worker processes (default 0: load in the training process)")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda; AMP and channels-last on CUDA")
-    parser.add_argument("--no-amp", action="store_true", help="keep float32 on CUDA")
+    precision = parser.add_mutually_exclusive_group()
+    precision.add_argument("--amp", action="store_true",
+                           help="mixed precision on the CPU too: the forward pass in bfloat16 (fast where the "
+                                "CPU has AVX-512 BF16 or AMX; slow where it has not)")
+    precision.add_argument("--no-amp", action="store_true", help="keep float32 on CUDA")
     parser.add_argument("--eval-every", type=non_negative_int, default=0,
                         help="evaluate on --val-data every N steps (default 0: at the end only)")
     parser.add_argument("--checkpoint-every", type=non_negative_int, default=0,
@@ -74,7 +78,7 @@ def run(args: argparse.Namespace) -> None:
                          batch_size=args.batch_size, input_size=args.input_size, optimizer=args.optimizer,
                          lr=args.lr, weight_decay=args.weight_decay, schedule=args.schedule,
                          warmup_steps=args.warmup_steps, ema_decay=args.ema_decay, workers=args.workers,
-                         device=args.device, amp=False if args.no_amp else None, eval_every=args.eval_every,
+                         device=args.device, amp=False if args.no_amp else True if args.amp else None, eval_every=args.eval_every,
                          checkpoint_every=args.checkpoint_every, resume=args.resume, seed=args.seed,
                          synthetic_images=args.synthetic_images, progress=not args.quiet,
                          overfit_batch=args.overfit_batch, stop_at_ap50=args.stop_at_ap50, overwrite=args.overwrite)

@@ -156,8 +156,10 @@ def _warp_axis_aligned(padded: Tensor, inverse: Tensor, out_h: int, out_w: int) 
     sx = inverse[0, 0] * xs + inverse[0, 2] - 0.5  # [out_w] source column indices
     sy = inverse[1, 1] * ys + inverse[1, 2] - 0.5  # [out_h] source row indices
     (cols, fx), (rows, fy) = _taps(sx, w, padded.dtype), _taps(sy, h, padded.dtype)
-    by_rows = padded[:, rows[0]] * (1 - fy)[:, None] + padded[:, rows[1]] * fy[:, None]  # [C, out_h, W + 2]
-    return by_rows[:, :, cols[0]] * (1 - fx) + by_rows[:, :, cols[1]] * fx  # [C, out_h, out_w]
+    # index_select gathers whole rows / columns: the same values as advanced indexing, faster
+    by_rows = (padded.index_select(1, rows[0]) * (1 - fy)[:, None]
+               + padded.index_select(1, rows[1]) * fy[:, None])  # [C, out_h, W + 2]
+    return by_rows.index_select(2, cols[0]) * (1 - fx) + by_rows.index_select(2, cols[1]) * fx  # [C, out_h, out_w]
 
 
 def _move_target(target: dict, matrix: Tensor, out_h: int, out_w: int) -> dict:

@@ -34,7 +34,8 @@ class TrainConfig:
     ``batch_size`` is per process. ``time_budget`` (seconds of training, evaluations left out)
     ends the run when it is spent, ``steps`` then being an upper bound, and drives the schedule
     by elapsed time.
-    ``ema_decay=0`` keeps no average. ``amp``/``channels_last`` None: on exactly on CUDA.
+    ``ema_decay=0`` keeps no average. ``amp``/``channels_last`` None: on exactly on CUDA;
+    ``amp=True`` on the CPU is bfloat16 autocast.
     ``overfit_batch=N`` (> 0) is the "can it learn at all?" check: the first N images of ``data``
     that hold a gt become one fixed batch (``batch_size`` = N), trained on without augmentation and
     evaluated on itself every ``eval_every`` steps (10 when 0); ``val_data`` must then be None.

@@ -24,6 +24,8 @@ that never stopped (not so with ``time_budget``, whose schedule follows the cloc
 
 Devices: CPU by default; on CUDA the forward pass runs under float16 autocast with a
 gradient scaler (``amp``) and the model and images are channels-last (``channels_last``).
+``amp=True`` on the CPU runs the forward pass under bfloat16 autocast (no scaler: bfloat16 has
+float32's range); the losses are computed in float32 either way.
 Under ``torchrun`` (``WORLD_SIZE`` > 1) the model is wrapped in DistributedDataParallel
 (NCCL on CUDA, gloo on CPU), each process takes its share of every global batch, and only
 rank 0 writes logs, metrics and checkpoints.
@@ -184,7 +186,7 @@ def _setup(config: TrainConfig, family: Family, device: torch.device, world: Pro
     if val_dataset is not None and val_dataset.label_to_category_id != dataset.label_to_category_id:
         raise ValueError(f"val_data {config.val_data} has the categories {val_dataset.label_to_category_id}, the "
                          f"training data {dataset.label_to_category_id} (label: category id)")
-    amp = device.type == "cuda" if config.amp is None else config.amp and device.type == "cuda"
+    amp = device.type == "cuda" if config.amp is None else config.amp
     channels_last = device.type == "cuda" if config.channels_last is None else config.channels_last
 
     torch.manual_seed(config.seed)  # the same initial weights in every process
@@ -194,7 +196,7 @@ def _setup(config: TrainConfig, family: Family, device: torch.device, world: Pro
     if world.world_size > 1:  # but each process its own draws (e.g. the R-CNN samplers)
         torch.manual_seed(derived_seed(config.seed, 2, world.rank))
     return _Run(config, family, device, world, out, dataset, val_dataset, module, _optimizer(config, module),
-                torch.amp.GradScaler("cuda", enabled=amp), amp, channels_last)
+                torch.amp.GradScaler("cuda", enabled=amp and device.type == "cuda"), amp, channels_last)
 
 
 def _resume(run: _Run) -> None:

@@ -14,8 +14,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.utils import skip_init
 from torchvision.models import shufflenet_v2_x1_0
 
 from detviz._validate import check_tensor
@@ -23,8 +25,8 @@ from detviz.assigners import ATSSAssigner
 from detviz.gfl.head import GFLHead, gfl_loss
 from detviz.gfl.targets import GFLTargets, gfl_targets
 
-__all__ = ["IMAGE_MEAN", "IMAGE_STD", "normalize_images", "NanoDetConfig", "ShuffleNetV2Stages", "PAN", "NanoDet",
-           "build_nanodet"]
+__all__ = ["IMAGE_MEAN", "IMAGE_STD", "normalize_images", "NanoDetConfig", "CPUFloat32Conv2d", "ShuffleNetV2Stages",
+           "PAN", "NanoDet", "build_nanodet"]
 
 # NanoDet's mean/std (BGR, 0-255: [103.53, 116.28, 123.675], [57.375, 57.12, 58.395]) as RGB on [0, 1]
 IMAGE_MEAN = (123.675 / 255, 116.28 / 255, 103.53 / 255)
@@ -54,11 +56,50 @@ class NanoDetConfig:
     loss_weights: tuple[float, float, float] = (1.0, 2.0, 0.25)  # QFL, GIoU, DFL
 
 
+def _cpu_autocast_enabled() -> bool:
+    try:
+        return torch.is_autocast_enabled("cpu")
+    except TypeError:  # torch < 2.4 has no device argument
+        return torch.is_autocast_cpu_enabled()
+
+
+class CPUFloat32Conv2d(nn.Conv2d):
+    """An ``nn.Conv2d`` that computes in float32 under the CPU's bfloat16 autocast (elsewhere it is
+    ``nn.Conv2d``; same parameters and ``state_dict`` keys).
+
+    ShuffleNetV2's strided depthwise convolutions are slower in bfloat16 than in float32 on the
+    CPU: oneDNN has no fast bfloat16 kernel for their backward (at NanoDet-m's shapes, batch 16,
+    2 threads: 19-39 ms against 4-29 ms in float32).
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.device.type == "cpu" and _cpu_autocast_enabled():
+            with torch.autocast("cpu", enabled=False):
+                return super().forward(x.float())
+        return super().forward(x)
+
+
+def _float32_strided_depthwise(module: nn.Module) -> None:
+    """Swap every strided depthwise ``nn.Conv2d`` under ``module`` for a :class:`CPUFloat32Conv2d`
+    holding the same parameters (no new random draws: the initial weights stay what they were)."""
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if (type(child) is nn.Conv2d and child.groups > 1 and child.groups == child.in_channels
+                    and child.stride != (1, 1)):
+                swapped = skip_init(CPUFloat32Conv2d, child.in_channels, child.out_channels, child.kernel_size,
+                                    stride=child.stride, padding=child.padding, dilation=child.dilation,
+                                    groups=child.groups, bias=child.bias is not None, padding_mode=child.padding_mode)
+                swapped.weight, swapped.bias = child.weight, child.bias
+                setattr(parent, name, swapped)
+
+
 class ShuffleNetV2Stages(nn.Module):
     """torchvision's ShuffleNetV2 1.0x without its classifier, returning stages 2-4.
 
     NanoDet-m builds the same stages with LeakyReLU; torchvision's use ReLU. Shapes and
-    parameter counts are the same, and everything here trains from scratch anyway.
+    parameter counts are the same, and everything here trains from scratch anyway. The six
+    stride-2 depthwise convolutions are :class:`CPUFloat32Conv2d` (float32 under the CPU's
+    bfloat16 autocast, which training uses with ``amp``).
     """
 
     out_channels = (116, 232, 464)
@@ -66,6 +107,7 @@ class ShuffleNetV2Stages(nn.Module):
     def __init__(self):
         super().__init__()
         net = shufflenet_v2_x1_0(weights=None)
+        _float32_strided_depthwise(net)
         self.stem = nn.Sequential(net.conv1, net.maxpool)  # stride 4
         self.stage2, self.stage3, self.stage4 = net.stage2, net.stage3, net.stage4  # strides 8, 16, 32
 

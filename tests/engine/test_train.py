@@ -183,6 +183,38 @@ def test_cli_train_evaluates_during_training(tiny_data, tmp_path, capsys):
     assert checkpoint["train_config"]["ema_decay"] == 0.5 and checkpoint["ema"]["updates"] == 2
 
 
+@pytest.mark.parametrize("family_name", ["gfl", "faster_rcnn", "yolov3", "sparse"])
+def test_amp_on_the_cpu_runs_the_forward_in_bfloat16_and_keeps_float32_weights(tiny_data, tmp_path, family_name):
+    family = type(get_family(family_name))()  # a fresh instance: the shared one stays untouched
+    seen = []  # dtypes of every convolution's output during the training forward passes
+    original = family.build
+
+    def build(num_classes, input_size):
+        module = original(num_classes, input_size)
+        for conv in (m for m in module.modules() if isinstance(m, torch.nn.Conv2d)):
+            conv.register_forward_hook(lambda mod, args, out: seen.append(out.dtype) if mod.training else None)
+        return module
+
+    family.build = build
+    size = 64 if family_name == "gfl" else 128
+    result = train(_config(tiny_data, tmp_path, model=family_name, amp=True, input_size=size), family=family)
+    assert seen and set(seen) == {torch.bfloat16}
+    assert all(math.isfinite(v) for step in result["losses"] for v in step.values())
+    checkpoint = load_checkpoint(result["checkpoint"])
+    assert checkpoint["train_config"]["amp"] is True and checkpoint["scaler"] == {}  # no scaler for bfloat16
+    assert {v.dtype for v in checkpoint["model"].values() if v.is_floating_point()} == {torch.float32}
+
+
+def test_cli_amp_flags(tiny_data, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--model", "gfl", "--data", str(tiny_data), "--steps", "1", "--batch-size", "2",
+                 "--input-size", "64", "--out", str(out), "--quiet", "--no-pictures", "--amp"]) == 0
+    assert load_checkpoint(out / "checkpoint.pt")["train_config"]["amp"] is True
+    with pytest.raises(SystemExit):
+        main(["train", "--model", "gfl", "--amp", "--no-amp"])
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
 def test_cli_train_rejects_bad_numbers(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["train", "--model", "gfl", "--time-budget", "-5"])

@@ -1,7 +1,10 @@
 import pytest
 import torch
 
-from detviz.gfl.model import NanoDetConfig, build_nanodet
+from torch import nn
+from torchvision.models import shufflenet_v2_x1_0
+
+from detviz.gfl.model import CPUFloat32Conv2d, NanoDetConfig, ShuffleNetV2Stages, build_nanodet
 
 
 @pytest.fixture(scope="module")
@@ -56,3 +59,32 @@ def test_a_few_steps_reduce_the_loss():
         totals.append(total.item())
     assert all(torch.isfinite(torch.tensor(totals)))
     assert totals[-1] < 0.8 * totals[0], totals
+
+
+def test_the_strided_depthwise_convs_compute_in_float32_under_cpu_autocast_only():
+    torch.manual_seed(0)
+    plain = nn.Conv2d(8, 8, 3, stride=2, padding=1, groups=8, bias=False)
+    conv = CPUFloat32Conv2d(8, 8, 3, stride=2, padding=1, groups=8, bias=False)
+    conv.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 8, 16, 16)
+    assert torch.equal(conv(x), plain(x))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low, kept = plain(x), conv(x.bfloat16())
+    assert low.dtype == torch.bfloat16 and kept.dtype == torch.float32
+    assert torch.equal(kept, plain(x.bfloat16().float()))
+
+
+def test_backbone_swaps_six_convs_and_keeps_torchvision_s_initial_weights():
+    torch.manual_seed(0)
+    ours = ShuffleNetV2Stages()
+    after_ours = torch.rand(4)  # the swap draws no random numbers: what comes next is unchanged
+    torch.manual_seed(0)
+    reference = shufflenet_v2_x1_0(weights=None)
+    after_reference = torch.rand(4)
+    assert torch.equal(after_ours, after_reference)
+    swapped = sorted(name for name, m in ours.named_modules() if isinstance(m, CPUFloat32Conv2d))
+    assert swapped == [f"stage{s}.0.branch{b}" for s in (2, 3, 4) for b in ("1.0", "2.3")]
+    assert all(m.stride == (2, 2) and m.groups == m.in_channels for n, m in ours.named_modules() if n in swapped)
+    theirs = reference.state_dict()
+    for key, value in ours.state_dict().items():
+        assert torch.equal(value, theirs[key.replace("stem.0", "conv1").replace("stem.1", "maxpool")]), key
