@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import argparse
 
-from detviz.cli.common import decay, fraction, non_negative_float, non_negative_int, positive_float, positive_int
+from detviz.cli.common import decay, fraction, non_negative_float, non_negative_int, number, positive_float, positive_int
+
+half_fraction = number(float, lambda v: 0.0 <= v <= 0.5, "a number in [0, 0.5]")
 
 
 def add(commands) -> None:
@@ -40,6 +42,14 @@ def add(commands) -> None:
     parser.add_argument("--warmup-steps", type=non_negative_int, default=0, help="linear warm-up (default 0)")
     parser.add_argument("--ema-decay", type=decay, default=0.0,
                         help="weight average decay, e.g. 0.9998 (default 0: none)")
+    parser.add_argument("--ema-ramp", type=positive_float, default=2000.0, metavar="STEPS",
+                        help="the average's decay rises as decay * (1 - exp(-step / STEPS)) (default 2000); "
+                             "a short run needs a short ramp, or the average stays close to the last weights")
+    parser.add_argument("--warp-scale", type=positive_float, nargs=2, default=(0.6, 1.4), metavar=("LOW", "HIGH"),
+                        help="range of the training warp's random zoom (default 0.6 1.4)")
+    parser.add_argument("--warp-translate", type=half_fraction, default=0.2, metavar="FRACTION",
+                        help="largest random shift of the training warp, a fraction of the image side "
+                             "(default 0.2, at most 0.5)")
     parser.add_argument("--workers", type=non_negative_int, default=0,
                         help="DataLoader worker processes (default 0: load in the training process)")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda; AMP and channels-last on CUDA")
@@ -77,7 +87,8 @@ def run(args: argparse.Namespace) -> None:
                          out=args.out or f"runs/{args.model}", steps=args.steps, time_budget=args.time_budget,
                          batch_size=args.batch_size, input_size=args.input_size, optimizer=args.optimizer,
                          lr=args.lr, weight_decay=args.weight_decay, schedule=args.schedule,
-                         warmup_steps=args.warmup_steps, ema_decay=args.ema_decay, workers=args.workers,
+                         warmup_steps=args.warmup_steps, ema_decay=args.ema_decay, ema_ramp=args.ema_ramp,
+                         warp_scale=tuple(args.warp_scale), warp_translate=args.warp_translate, workers=args.workers,
                          device=args.device, amp=False if args.no_amp else True if args.amp else None, eval_every=args.eval_every,
                          checkpoint_every=args.checkpoint_every, resume=args.resume, seed=args.seed,
                          synthetic_images=args.synthetic_images, progress=not args.quiet,

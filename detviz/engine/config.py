@@ -59,6 +59,9 @@ class TrainConfig:
     warmup_steps: int = 0
     min_lr_ratio: float = 0.05
     ema_decay: float = 0.0
+    ema_ramp: float = 2000.0  # updates over which the average's decay rises towards ema_decay
+    warp_scale: tuple[float, float] = (0.6, 1.4)  # NanoDetWarp's random zoom range
+    warp_translate: float = 0.2  # NanoDetWarp's largest shift, a fraction of the image side
     time_budget: float | None = None
     seed: int = 0
     workers: int = 0
@@ -108,6 +111,14 @@ def check_config(config: TrainConfig, family: Family) -> None:
         raise ValueError(f"input_size must be a multiple of {family.size_multiple}, got {config.input_size}")
     if not 0.0 <= config.ema_decay < 1.0:
         raise ValueError(f"ema_decay must be in [0, 1), got {config.ema_decay!r}")
+    if not (config.ema_ramp > 0 and math.isfinite(config.ema_ramp)):
+        raise ValueError(f"ema_ramp must be a positive number of updates, got {config.ema_ramp!r}")
+    scale = tuple(config.warp_scale)
+    if len(scale) != 2 or not (0 < scale[0] <= scale[1] and math.isfinite(scale[1])):
+        raise ValueError(f"warp_scale must be (low, high) with 0 < low <= high, got {config.warp_scale!r}")
+    if not 0.0 <= config.warp_translate <= 0.5:
+        raise ValueError(f"warp_translate must be a fraction of the image side in [0, 0.5], got "
+                         f"{config.warp_translate!r}")
     if config.time_budget is not None and not (config.time_budget > 0 and math.isfinite(config.time_budget)):
         raise ValueError(f"time_budget must be a positive number of seconds, got {config.time_budget!r}")
     if config.lr is not None and not (config.lr > 0 and math.isfinite(config.lr)):
@@ -128,13 +139,20 @@ def check_config(config: TrainConfig, family: Family) -> None:
         raise ValueError("stop_at_ap50 needs evaluations: give val_data (or overfit_batch)")
 
 
+def _plain(value):
+    """Tuples as lists, as a checkpoint's config dict may hold them."""
+    return list(value) if isinstance(value, (tuple, list)) else value
+
+
 def check_resume(config: TrainConfig, checkpoint: dict, world_size: int) -> None:
     """A resumed run must draw the same batches and restore the same optimizer: refuse changed settings
     that would change them (another optimizer's state would not load)."""
     stored = checkpoint["train_config"]
-    for name in ("batch_size", "seed", "input_size", "optimizer"):
-        if stored[name] != getattr(config, name):
-            raise ValueError(f"{config.resume} was trained with {name}={stored[name]!r}; resume with the same "
+    defaults = TrainConfig()  # what a checkpoint written before a setting existed was trained with
+    for name in ("batch_size", "seed", "input_size", "optimizer", "warp_scale", "warp_translate"):
+        trained = stored.get(name, getattr(defaults, name))
+        if _plain(trained) != _plain(getattr(config, name)):
+            raise ValueError(f"{config.resume} was trained with {name}={trained!r}; resume with the same "
                              f"value, not {getattr(config, name)!r}")
     if checkpoint.get("world_size", 1) != world_size:
         raise ValueError(f"{config.resume} was trained by {checkpoint.get('world_size', 1)} processes; resume "

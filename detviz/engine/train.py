@@ -7,7 +7,8 @@
 
 1. the step's images (:mod:`detviz.engine.batches`: fixed by the seed and the step number),
    each warped to ``input_size`` x ``input_size`` by :class:`detviz.datasets.augment.NanoDetWarp`
-   (random scale, flip and shift; boxes follow), built by ``workers`` DataLoader processes;
+   (random scale in ``warp_scale``, flip and shift up to ``warp_translate``; boxes follow), built by
+   ``workers`` DataLoader processes;
 2. the family's losses, summed; a NaN or Inf (in a term, or in boxes inside the loss) stops the run
    with ``OUT/nonfinite.txt`` (:mod:`detviz.engine.nonfinite`: the step, the terms, the first
    non-finite tensor by its trace name, the batch), keeping the last checkpoint as it was;
@@ -216,7 +217,7 @@ def _resume(run: _Run) -> None:
         torch.set_rng_state(checkpoint["rng"]["torch"])
         if run.device.type == "cuda" and checkpoint["rng"].get("cuda") is not None:
             torch.cuda.set_rng_state(checkpoint["rng"]["cuda"], run.device)
-    run.ema = ModelEMA(run.module, config.ema_decay) if config.ema_decay else None
+    run.ema = ModelEMA(run.module, config.ema_decay, config.ema_ramp) if config.ema_decay else None
     if run.ema is not None and checkpoint is not None and checkpoint.get("ema"):
         run.ema.load_state_dict(checkpoint["ema"])
     run.model = run.module
@@ -232,7 +233,8 @@ def _loader(run: _Run) -> DataLoader:
     config, world = run.config, run.world
     size = (config.input_size, config.input_size)
     # overfit_batch: no augmentation, the plain resize that evaluation uses
-    warp = NanoDetWarp(size, scale=(1.0, 1.0), translate=0.0, flip=0.0) if config.overfit_batch else NanoDetWarp(size)
+    warp = (NanoDetWarp(size, scale=(1.0, 1.0), translate=0.0, flip=0.0) if config.overfit_batch else
+            NanoDetWarp(size, scale=tuple(config.warp_scale), translate=config.warp_translate))
     batches = StepBatches(len(run.dataset), config.batch_size, config.seed, run.step, config.steps, rank=world.rank,
                           world_size=world.world_size)
     return DataLoader(AugmentedSamples(run.dataset, warp, config.seed), batch_sampler=batches,

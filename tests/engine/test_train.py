@@ -13,6 +13,7 @@ from detviz.__main__ import main
 from detviz.datasets.synthetic import write_dataset
 from detviz.engine.families import get_family
 from detviz.engine.train import TrainConfig, build_model_from_checkpoint, evaluate_checkpoint, load_checkpoint, train
+from detviz.gfl.model import CPUFloat32Conv2d
 from detviz.evaluation import STAT_NAMES
 
 REPO = Path(__file__).resolve().parents[2]
@@ -186,19 +187,25 @@ def test_cli_train_evaluates_during_training(tiny_data, tmp_path, capsys):
 @pytest.mark.parametrize("family_name", ["gfl", "faster_rcnn", "yolov3", "sparse"])
 def test_amp_on_the_cpu_runs_the_forward_in_bfloat16_and_keeps_float32_weights(tiny_data, tmp_path, family_name):
     family = type(get_family(family_name))()  # a fresh instance: the shared one stays untouched
-    seen = []  # dtypes of every convolution's output during the training forward passes
+    seen = []  # (kept in float32?, output dtype) of every convolution during the training forward passes
     original = family.build
+
+    def record(conv, args, out):
+        if conv.training:
+            seen.append((isinstance(conv, CPUFloat32Conv2d), out.dtype))
 
     def build(num_classes, input_size):
         module = original(num_classes, input_size)
         for conv in (m for m in module.modules() if isinstance(m, torch.nn.Conv2d)):
-            conv.register_forward_hook(lambda mod, args, out: seen.append(out.dtype) if mod.training else None)
+            conv.register_forward_hook(record)
         return module
 
     family.build = build
     size = 64 if family_name == "gfl" else 128
     result = train(_config(tiny_data, tmp_path, model=family_name, amp=True, input_size=size), family=family)
-    assert seen and set(seen) == {torch.bfloat16}
+    # ShuffleNetV2's strided depthwise convs (gfl, sparse) stay in float32; every other conv runs in bfloat16
+    assert {dtype for kept, dtype in seen if not kept} == {torch.bfloat16}
+    assert {dtype for kept, dtype in seen if kept} == ({torch.float32} if family_name in ("gfl", "sparse") else set())
     assert all(math.isfinite(v) for step in result["losses"] for v in step.values())
     checkpoint = load_checkpoint(result["checkpoint"])
     assert checkpoint["train_config"]["amp"] is True and checkpoint["scaler"] == {}  # no scaler for bfloat16
@@ -232,6 +239,9 @@ def test_cli_train_rejects_bad_numbers(capsys):
     (dict(lr=-0.1), "lr must be a positive number, got -0.1"),
     (dict(min_lr_ratio=2.0), r"min_lr_ratio must be in \[0, 1\], got 2.0"),
     (dict(device="gpu0"), "device must be 'cpu', 'cuda' or 'cuda:N', got 'gpu0'"),
+    (dict(ema_ramp=0.0), "ema_ramp must be a positive number of updates, got 0.0"),
+    (dict(warp_scale=(1.4, 0.6)), r"warp_scale must be \(low, high\) with 0 < low <= high, got \(1.4, 0.6\)"),
+    (dict(warp_translate=0.6), r"warp_translate must be a fraction of the image side in \[0, 0.5\], got 0.6"),
 ])
 def test_bad_settings_name_what_was_expected(tiny_data, tmp_path, change, message):
     with pytest.raises(ValueError, match=message):
@@ -244,6 +254,41 @@ def test_resume_refuses_changed_batches_and_finished_runs(one_step_checkpoint, t
         train(_config(tiny_data, tmp_path, batch_size=3, resume=resume))
     with pytest.raises(ValueError, match=r"is already at step 1; give steps > 1"):
         train(_config(tiny_data, tmp_path, steps=1, resume=resume))
+    # the checkpoint was trained with the default warp: another one would change the batches
+    with pytest.raises(ValueError, match=r"was trained with warp_scale=\(0.6, 1.4\); resume with the same value"):
+        train(_config(tiny_data, tmp_path, warp_scale=(0.8, 1.2), resume=resume))
+
+
+def test_a_checkpoint_from_before_the_warp_settings_resumes_with_the_defaults(one_step_checkpoint, tiny_data,
+                                                                               tmp_path):
+    checkpoint = torch.load(one_step_checkpoint, weights_only=False)
+    for name in ("warp_scale", "warp_translate", "ema_ramp"):
+        del checkpoint["train_config"][name]
+    old = tmp_path / "old.pt"
+    torch.save(checkpoint, old)
+    with pytest.raises(ValueError, match=r"was trained with warp_translate=0.2; resume with the same value, not 0.1"):
+        train(_config(tiny_data, tmp_path / "changed", warp_translate=0.1, resume=str(old)))
+    assert train(_config(tiny_data, tmp_path / "resumed", resume=str(old)))["step"] == 2
+
+
+def test_warp_settings_shape_the_batches_and_the_ema_ramp_reaches_the_average(tiny_data, tmp_path):
+    class Boxes:
+        seen = []
+
+        def on_batch(self, step, images, boxes, labels, image_ids):
+            self.seen.append((image_ids, [b.clone() for b in boxes]))
+
+    # no zoom and no shift: every box is its source box resized 96 -> 64 px, flipped or not
+    result = train(_config(tiny_data, tmp_path, batch_size=5, warp_scale=(1.0, 1.0), warp_translate=0.0,
+                           ema_decay=0.9, ema_ramp=3.0), observers=[Boxes()])
+    coco = json.loads((tiny_data / "annotations.json").read_text())
+    for image_ids, boxes in Boxes.seen:
+        for image_id, warped in zip(image_ids, boxes):
+            source = sorted(a["bbox"][2] * 64 / 96 for a in coco["annotations"] if a["image_id"] == image_id)
+            widths = sorted((warped[:, 2] - warped[:, 0]).tolist())
+            assert widths == pytest.approx(source, abs=1e-4)
+    ema = load_checkpoint(result["checkpoint"])["ema"]
+    assert (ema["decay"], ema["ramp"], ema["updates"]) == (0.9, 3.0, 2)
 
 
 def test_val_data_with_other_categories_is_refused(tiny_data, tmp_path):
