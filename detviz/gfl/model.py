@@ -68,8 +68,9 @@ class CPUFloat32Conv2d(nn.Conv2d):
     ``nn.Conv2d``; same parameters and ``state_dict`` keys).
 
     ShuffleNetV2's strided depthwise convolutions are slower in bfloat16 than in float32 on the
-    CPU: oneDNN has no fast bfloat16 kernel for their backward (at NanoDet-m's shapes, batch 16,
-    2 threads: 19-39 ms against 4-29 ms in float32).
+    CPU, their backward above all (measured at NanoDet-m's shapes, batch 16, 2 threads: forward and
+    backward 19-39 ms each in bfloat16 against 4-29 ms in float32;
+    ``benchmarks/train_step_benchmark.py`` compares the whole step both ways).
     """
 
     def forward(self, x: Tensor) -> Tensor:
