@@ -40,7 +40,7 @@ from detviz.engine.train import (METRICS_NAME, MODEL_NAME, TrainConfig, build_mo
 
 # per-model settings (TrainConfig fields); everything else is shared
 SETTINGS = {
-    # the probes behind these are in the README's training section
+    # data/checkpoints/README.md gives the probes behind the gfl settings
     "gfl": dict(lr=0.024, warmup_steps=100, ema_decay=0.995, ema_ramp=200.0, warp_scale=(0.8, 1.2),
                 warp_translate=0.1, amp=True),
     "faster_rcnn": dict(lr=2e-3, warmup_steps=20, ema_decay=0.9998),  # about 1 image/s: a few dozen steps in all

@@ -273,16 +273,19 @@ def test_a_checkpoint_from_before_the_warp_settings_resumes_with_the_defaults(on
 
 def test_warp_settings_shape_the_batches_and_the_ema_ramp_reaches_the_average(tiny_data, tmp_path):
     class Boxes:
-        seen = []
+        def __init__(self):
+            self.seen = []
 
         def on_batch(self, step, images, boxes, labels, image_ids):
             self.seen.append((image_ids, [b.clone() for b in boxes]))
 
     # no zoom and no shift: every box is its source box resized 96 -> 64 px, flipped or not
+    recorder = Boxes()
     result = train(_config(tiny_data, tmp_path, batch_size=5, warp_scale=(1.0, 1.0), warp_translate=0.0,
-                           ema_decay=0.9, ema_ramp=3.0), observers=[Boxes()])
+                           ema_decay=0.9, ema_ramp=3.0), observers=[recorder])
     coco = json.loads((tiny_data / "annotations.json").read_text())
-    for image_ids, boxes in Boxes.seen:
+    assert len(recorder.seen) == 2
+    for image_ids, boxes in recorder.seen:
         for image_id, warped in zip(image_ids, boxes):
             source = sorted(a["bbox"][2] * 64 / 96 for a in coco["annotations"] if a["image_id"] == image_id)
             widths = sorted((warped[:, 2] - warped[:, 0]).tolist())
