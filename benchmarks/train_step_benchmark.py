@@ -63,7 +63,7 @@ class Variant:
         self.ema = ModelEMA(self.model, 0.9998)
         self.times = {phase: [] for phase in PHASES}
 
-    def step(self, images, boxes, labels, data_ms: float) -> float:
+    def step(self, images, boxes, labels, data_seconds: float) -> float:
         clock = time.perf_counter
         t0 = clock()
         inputs = normalize_images(images)
@@ -84,8 +84,8 @@ class Variant:
         self.optimizer.step()
         self.ema.update(self.model)
         t4 = clock()
-        for phase, ms in zip(PHASES, (data_ms, t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
-            self.times[phase].append(ms * 1000 if phase != "data" else ms)
+        for phase, seconds in zip(PHASES, (data_seconds, t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+            self.times[phase].append(seconds * 1000)  # milliseconds
         return float(loss.detach())
 
 
@@ -117,9 +117,9 @@ def main() -> None:
     for step in range(total):
         start = time.perf_counter()
         images, boxes, labels = collate_square([samples[key] for key in next(batches)])
-        data_ms = (time.perf_counter() - start) * 1000
+        data_seconds = time.perf_counter() - start
         for variant in variants:
-            variant.step(images, boxes, labels, data_ms)
+            variant.step(images, boxes, labels, data_seconds)
         if step + 1 == args.warmup:
             for variant in variants:
                 variant.times = {phase: [] for phase in PHASES}

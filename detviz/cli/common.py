@@ -10,8 +10,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-__all__ = ["positive_int", "non_negative_int", "positive_float", "non_negative_float", "fraction", "decay",
-           "score_threshold", "read_json", "new_output_folder", "staged_folder"]
+__all__ = ["positive_int", "non_negative_int", "positive_float", "non_negative_float", "fraction", "half_fraction",
+           "decay", "score_threshold", "read_json", "new_output_folder", "staged_folder"]
 
 
 def number(convert, accept, expected: str):
@@ -32,6 +32,7 @@ non_negative_int = number(int, lambda v: v >= 0, "an integer >= 0")
 positive_float = number(float, lambda v: v > 0 and math.isfinite(v), "a positive number")
 non_negative_float = number(float, lambda v: v >= 0 and math.isfinite(v), "a number >= 0")
 fraction = number(float, lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]")
+half_fraction = number(float, lambda v: 0.0 <= v <= 0.5, "a number in [0, 0.5]")
 decay = number(float, lambda v: 0.0 <= v < 1.0, "a number in [0, 1)")
 score_threshold = number(float, lambda v: 0.0 <= v < 1.0, "a number in [0, 1)")
 

@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-from detviz.cli.common import decay, fraction, non_negative_float, non_negative_int, number, positive_float, positive_int
-
-half_fraction = number(float, lambda v: 0.0 <= v <= 0.5, "a number in [0, 0.5]")
+from detviz.cli.common import (decay, fraction, half_fraction, non_negative_float, non_negative_int, positive_float,
+                               positive_int)
 
 
 def add(commands) -> None:

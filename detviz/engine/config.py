@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from detviz._io import write_atomic
-from detviz.engine.families import Family
+from detviz.engine.families import Family, _tuples
 from detviz.engine.optim import SCHEDULES
 
 __all__ = ["TrainConfig", "DEFAULT_LR", "OVERFIT_EVAL_EVERY", "OVERFIT_NAME", "RUN_FILES", "check_config",
@@ -139,11 +139,6 @@ def check_config(config: TrainConfig, family: Family) -> None:
         raise ValueError("stop_at_ap50 needs evaluations: give val_data (or overfit_batch)")
 
 
-def _plain(value):
-    """Tuples as lists, as a checkpoint's config dict may hold them."""
-    return list(value) if isinstance(value, (tuple, list)) else value
-
-
 def check_resume(config: TrainConfig, checkpoint: dict, world_size: int) -> None:
     """A resumed run must draw the same batches and restore the same optimizer: refuse changed settings
     that would change them (another optimizer's state would not load)."""
@@ -151,7 +146,7 @@ def check_resume(config: TrainConfig, checkpoint: dict, world_size: int) -> None
     defaults = TrainConfig()  # what a checkpoint written before a setting existed was trained with
     for name in ("batch_size", "seed", "input_size", "optimizer", "warp_scale", "warp_translate"):
         trained = stored.get(name, getattr(defaults, name))
-        if _plain(trained) != _plain(getattr(config, name)):
+        if _tuples(trained) != _tuples(getattr(config, name)):  # a checkpoint's config may hold lists
             raise ValueError(f"{config.resume} was trained with {name}={trained!r}; resume with the same "
                              f"value, not {getattr(config, name)!r}")
     if checkpoint.get("world_size", 1) != world_size:
